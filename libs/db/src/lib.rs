@@ -1,0 +1,228 @@
+//! Database access shared by the Kizuna services: one `sqlx` pool per service, PostgreSQL or
+//! SQLite chosen by the URL, embedded migrations (run at start-up or by `kizuna migrate`) and a
+//! cheap liveness probe that drives the gRPC health status.
+//!
+//! Queries go through sqlx's `Any` driver so one SQL text serves both backends (both accept `$1`
+//! placeholders). Only the types `Any` supports cross the boundary: integers, floats, text and
+//! bytes; times are stored as integer microseconds since the Unix epoch (UTC).
+
+mod migrate;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use kizuna_settings::{DatabaseSettings, Secret};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+pub use migrate::{Migration, MigrationError};
+
+/// Which database engine a pool talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL, the production database.
+    Postgres,
+    /// SQLite, the embedded default.
+    Sqlite,
+}
+
+impl Backend {
+    /// The OpenTelemetry `db.system.name` value.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// Reads the backend from a database URL.
+    pub fn from_url(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(DbError::UnsupportedUrl)
+        }
+    }
+}
+
+/// Failures opening or migrating a database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names neither PostgreSQL nor SQLite.
+    #[error("database.url must start with postgres://, postgresql:// or sqlite:")]
+    UnsupportedUrl,
+    /// The SQLite file's folder could not be created.
+    #[error("cannot create the folder for the SQLite file: {0}")]
+    Folder(#[from] std::io::Error),
+    /// The driver failed.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}
+
+/// A service's database: the pool plus what we know about its engine.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    url: Secret,
+    backend: Backend,
+    namespace: String,
+}
+
+impl Database {
+    /// Opens a pool for `settings.url`, creating the SQLite file (and folder) when missing.
+    ///
+    /// The pool connects lazily, so a service can start (and report NOT_SERVING) while its
+    /// database is still down.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = settings.url.expose();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite {
+            let path = sqlite_path(&url);
+            if let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            if !url.contains("mode=") {
+                url.push_str(if url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+        }
+        let namespace = namespace_of(&url, backend);
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            url: Secret::new(url),
+            backend,
+            namespace,
+        })
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The connection URL (for a dedicated connection such as `LISTEN`).
+    pub fn url(&self) -> &Secret {
+        &self.url
+    }
+
+    /// The engine behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database name (`db.namespace` in spans).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Starts a transaction that will write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers queue on the
+    /// busy timeout instead of one failing when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Whether the database answers a trivial query now.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Applies the migrations not yet applied, in version order.
+    pub async fn migrate(&self, migrations: &[Migration]) -> Result<usize, DbError> {
+        Ok(migrate::run(self, migrations).await?)
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sqlite_path(url: &str) -> &str {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.split('?').next().unwrap_or(rest)
+}
+
+fn namespace_of(url: &str, backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => sqlite_path(url).to_owned(),
+        Backend::Postgres => url
+            .rsplit('/')
+            .next()
+            .and_then(|tail| tail.split('?').next())
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// Microseconds since the Unix epoch, now (UTC). All stored times use this unit.
+pub fn now_micros() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_and_namespace_come_from_the_url() {
+        assert_eq!(
+            Backend::from_url("postgres://u@h/leads").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite://data/leads.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert!(Backend::from_url("mysql://h/db").is_err());
+        assert_eq!(
+            namespace_of(
+                "postgres://u@h:5432/leads?sslmode=disable",
+                Backend::Postgres
+            ),
+            "leads"
+        );
+        assert_eq!(
+            namespace_of("sqlite://data/leads.db?mode=rwc", Backend::Sqlite),
+            "data/leads.db"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! The server every Kizuna service runs on.
+//!
+//! [`Server::bind`] takes the listener first (so port 0 works and the real port is known), then
+//! [`Server::run`] serves the service's routes behind one tower layer that traces and
+//! authorizes every call ([`layer`]), next to `grpc.health.v1` (driven by a database probe, see
+//! [`health`]) and server reflection (v1 and v1alpha). A shutdown signal stops new calls, ends
+//! event streams, drains calls in flight within the grace period, and returns.
+
+pub mod health;
+pub mod layer;
+pub mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kizuna_auth::Authenticator;
+use kizuna_db::Database;
+use kizuna_settings::Settings;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+pub use health::LIVENESS_SERVICE;
+pub use shutdown::{Shutdown, wait_for_signal};
+
+/// Failures starting or running a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound, not yet serving, gRPC server for one service.
+pub struct Server {
+    service: &'static str,
+    listener: TcpListener,
+    port: u16,
+    settings: Settings,
+    authenticator: Arc<Authenticator>,
+    shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("service", &self.service)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds `settings.server.host:port` for `service` (e.g. `leads`).
+    pub async fn bind(service: &'static str, settings: &Settings) -> Result<Self, ServerError> {
+        let addr = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map(|a: SocketAddr| a.port())
+            .unwrap_or_default();
+        let authenticator = Arc::new(Authenticator::new(
+            settings.auth.signing_key.expose().as_bytes(),
+            &settings.auth.issuer,
+            &settings.auth.audience,
+        ));
+        Ok(Self {
+            service,
+            listener,
+            port,
+            settings: settings.clone(),
+            authenticator,
+            shutdown: Shutdown::new(),
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The settings the server was bound with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The shutdown handle; streams should end when [`Shutdown::stopping`] turns true.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Serves `routes` until `signal` completes, then drains within the grace period.
+    ///
+    /// `service_names` are the fully qualified gRPC service names reported by health checks;
+    /// `database`, when given, drives their SERVING / NOT_SERVING status.
+    pub async fn run(
+        self,
+        routes: Routes,
+        service_names: &[&'static str],
+        database: Option<Database>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::spawn_probe(
+            reporter,
+            service_names.to_vec(),
+            database,
+            Duration::from_secs(self.settings.database.health_interval_secs),
+            self.shutdown.stopping(),
+        )
+        .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let routes = routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let grace = Duration::from_secs(self.settings.server.grace_period_secs);
+        let shutdown = self.shutdown.clone();
+        let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        let service = self.service;
+        let on_signal = async move {
+            tokio::select! {
+                () = signal => {}
+                () = shutdown.wait() => {}
+            }
+            tracing::info!(
+                service,
+                "shutdown requested: refusing new calls, draining calls in flight"
+            );
+            shutdown.trigger();
+            let _ = fired_tx.send(());
+        };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let server = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(self.settings.server.concurrency_limit_per_connection)
+            .layer(layer::RpcLayer::new(
+                self.service,
+                self.authenticator.clone(),
+            ))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, on_signal);
+        tokio::pin!(server);
+        tracing::info!(service, port = self.port, "serving gRPC");
+        let result = tokio::select! {
+            result = &mut server => result,
+            _ = fired_rx => match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(service, grace_secs = grace.as_secs(), "grace period elapsed; cutting remaining calls");
+                    Ok(())
+                }
+            },
+        };
+        tracing::info!(service, "stopped");
+        Ok(result?)
+    }
+}

@@ -1,0 +1,310 @@
+//! Layered, typed settings shared by every Kizuna service.
+//!
+//! Sources, later ones winning: built-in defaults, an optional TOML file (`KIZUNA_CONFIG` or an
+//! explicit path), then environment variables `KIZUNA__<SECTION>__<KEY>` (for example
+//! `KIZUNA__DATABASE__URL`). Secrets are wrapped in [`Secret`] so they never print.
+//! [`Settings::validate`] names the offending setting so a bad deployment fails at start-up.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// The environment variable that names an optional TOML settings file.
+pub const CONFIG_FILE_ENV: &str = "KIZUNA_CONFIG";
+
+/// A string that must never appear in logs or debug output.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no value was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
+    }
+}
+
+/// All settings of one service process.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    /// gRPC listener and request limits.
+    pub server: ServerSettings,
+    /// The service's own database.
+    pub database: DatabaseSettings,
+    /// Bearer-token verification.
+    pub auth: AuthSettings,
+    /// Logs and OpenTelemetry export.
+    pub telemetry: TelemetrySettings,
+    /// Where the gateway finds the domain services (ignored by the others).
+    pub gateway: GatewaySettings,
+}
+
+/// `server.*`
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerSettings {
+    /// Address to bind, e.g. `0.0.0.0` in a container or `127.0.0.1` on a laptop.
+    pub host: String,
+    /// gRPC port; `0` picks a free port (tests).
+    pub port: u16,
+    /// Seconds a SIGTERM/SIGINT drain may take before in-flight calls are cut.
+    pub grace_period_secs: u64,
+    /// Largest accepted request message, in bytes.
+    pub max_request_bytes: usize,
+    /// Calls one connection may have in flight at once.
+    pub concurrency_limit_per_connection: usize,
+}
+
+/// `database.*`
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    /// `postgres://user:pass@host/db` or `sqlite://path/file.db`.
+    pub url: Secret,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Seconds to wait for a pooled connection before failing a call with UNAVAILABLE.
+    pub acquire_timeout_secs: u64,
+    /// Run the embedded migrations when the service starts (`false` where a Job migrates).
+    pub migrate_on_start: bool,
+    /// Seconds between health probes of the database.
+    pub health_interval_secs: u64,
+}
+
+/// `auth.*`
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 signing key for bearer tokens; at least 32 bytes.
+    pub signing_key: Secret,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+}
+
+/// `telemetry.*`
+#[derive(Clone, Debug, Deserialize)]
+pub struct TelemetrySettings {
+    /// `json` (one object per line, with trace ids) or `pretty`.
+    pub log_format: LogFormat,
+    /// `tracing` env-filter directive, e.g. `info,kizuna_leads=debug`; `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// `gateway.*`
+#[derive(Clone, Debug, Deserialize)]
+pub struct GatewaySettings {
+    /// Base URL of the leads service, e.g. `http://leads:50051`.
+    pub leads_url: String,
+    /// Base URL of the deals service.
+    pub deals_url: String,
+    /// Base URL of the accounts service.
+    pub accounts_url: String,
+    /// Deadline, in milliseconds, for one call to a domain service.
+    pub upstream_timeout_ms: u64,
+}
+
+/// A setting is missing or wrong; the message names it.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A source could not be read or a value has the wrong type.
+    #[error("settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is present but unusable.
+    #[error("setting `{key}` is invalid: {reason}")]
+    Invalid {
+        /// Dotted setting name, e.g. `database.url`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Built-in defaults, written as TOML so they double as documentation.
+pub const DEFAULTS: &str = r#"
+[server]
+host = "0.0.0.0"
+port = 50051
+grace_period_secs = 20
+max_request_bytes = 4194304
+concurrency_limit_per_connection = 256
+
+[database]
+url = ""
+max_connections = 10
+acquire_timeout_secs = 5
+migrate_on_start = true
+health_interval_secs = 2
+
+[auth]
+signing_key = ""
+issuer = "kizuna"
+audience = "kizuna"
+
+[telemetry]
+log_format = "json"
+log_level = "info"
+
+[gateway]
+leads_url = "http://127.0.0.1:50051"
+deals_url = "http://127.0.0.1:50052"
+accounts_url = "http://127.0.0.1:50053"
+upstream_timeout_ms = 3000
+"#;
+
+impl Settings {
+    /// Loads defaults, then `file` (or the file named by `KIZUNA_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let file: Option<PathBuf> = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("KIZUNA")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        Ok(settings)
+    }
+
+    /// Checks the values that serde cannot: URLs, key length, limits.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(SettingsError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        let url = self.database.url.expose();
+        if url.is_empty() {
+            return invalid(
+                "database.url",
+                "is required (postgres://... or sqlite://...)",
+            );
+        }
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return invalid(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.health_interval_secs == 0 {
+            return invalid("database.health_interval_secs", "must be at least 1");
+        }
+        if self.auth.signing_key.expose().len() < 32 {
+            return invalid("auth.signing_key", "must be at least 32 bytes");
+        }
+        if self.server.max_request_bytes < 1024 {
+            return invalid("server.max_request_bytes", "must be at least 1024");
+        }
+        if self.server.concurrency_limit_per_connection == 0 {
+            return invalid(
+                "server.concurrency_limit_per_connection",
+                "must be at least 1",
+            );
+        }
+        if self.server.host.parse::<std::net::IpAddr>().is_err() {
+            return invalid(
+                "server.host",
+                "must be an IP address such as 0.0.0.0 or 127.0.0.1",
+            );
+        }
+        for (key, value) in [
+            ("gateway.leads_url", &self.gateway.leads_url),
+            ("gateway.deals_url", &self.gateway.deals_url),
+            ("gateway.accounts_url", &self.gateway.accounts_url),
+        ] {
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return invalid(key, "must be an http:// or https:// URL");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_secret_is_redacted() {
+        let settings = Settings::load(None).expect("defaults load");
+        assert_eq!(settings.server.port, 50051);
+        assert_eq!(settings.telemetry.log_format, LogFormat::Json);
+        let printed = format!("{:?}", Secret::new("hunter2-hunter2"));
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_validate_names_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kizuna.toml");
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"mysql://nope\"\n[auth]\nsigning_key = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&path)).expect("load");
+        let err = settings.validate().expect_err("mysql is not supported");
+        assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn short_signing_key_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kizuna.toml");
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"sqlite://x.db\"\n[auth]\nsigning_key = \"short\"\n",
+        )
+        .expect("write");
+        let err = Settings::load(Some(&path))
+            .expect("load")
+            .validate()
+            .expect_err("short key");
+        assert!(err.to_string().contains("auth.signing_key"), "{err}");
+    }
+}

@@ -1,0 +1,421 @@
+//! A subset of the AIP-160 filter language, compiled to SQL over a table's indexed columns.
+//!
+//! Grammar: `expr := and (OR and)*`, `and := unary (AND unary)*`, `unary := [NOT | -] primary`,
+//! `primary := '(' expr ')' | FIELD OP VALUE`, with `OP` one of `= != < <= > >= :` (`:` is
+//! "contains" for text). Values are quoted strings, numbers, `true`/`false` or bare words (enum
+//! names). Times take RFC 3339 strings. Every value is bound as a parameter. Errors say where.
+
+use kizuna_db::Backend;
+
+use crate::sql::Sql;
+use crate::table::{Column, ColumnKind, Value};
+use crate::time::parse_rfc3339_micros;
+
+/// A filter that could not be parsed or names an unknown field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at position {position}: {message}")]
+pub struct FilterError {
+    /// Character offset (0-based) in the filter where the problem is.
+    pub position: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Num(String),
+    Op(&'static str),
+    LParen,
+    RParen,
+}
+
+fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
+    let chars: Vec<char> = input.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let token = match c {
+            '(' => {
+                i += 1;
+                Token::LParen
+            }
+            ')' => {
+                i += 1;
+                Token::RParen
+            }
+            '"' | '\'' => {
+                i += 1;
+                let mut value = String::new();
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(FilterError {
+                                position: start,
+                                message: "unterminated string".into(),
+                            });
+                        }
+                        Some('\\') => {
+                            let Some(next) = chars.get(i + 1) else {
+                                return Err(FilterError {
+                                    position: i,
+                                    message: "dangling escape".into(),
+                                });
+                            };
+                            value.push(*next);
+                            i += 2;
+                        }
+                        Some(q) if *q == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(other) => {
+                            value.push(*other);
+                            i += 1;
+                        }
+                    }
+                }
+                Token::Str(value)
+            }
+            '=' => {
+                i += 1;
+                Token::Op("=")
+            }
+            ':' => {
+                i += 1;
+                Token::Op(":")
+            }
+            '!' if chars.get(i + 1) == Some(&'=') => {
+                i += 2;
+                Token::Op("!=")
+            }
+            '<' | '>' => {
+                let eq = chars.get(i + 1) == Some(&'=');
+                i += if eq { 2 } else { 1 };
+                Token::Op(match (c, eq) {
+                    ('<', true) => "<=",
+                    ('<', false) => "<",
+                    ('>', true) => ">=",
+                    _ => ">",
+                })
+            }
+            c if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
+                let mut value = String::from(c);
+                i += 1;
+                while let Some(d) = chars.get(i).filter(|d| d.is_ascii_digit() || **d == '.') {
+                    value.push(*d);
+                    i += 1;
+                }
+                Token::Num(value)
+            }
+            '-' => {
+                i += 1;
+                Token::Word("NOT".into())
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let mut value = String::new();
+                while let Some(d) = chars
+                    .get(i)
+                    .filter(|d| d.is_alphanumeric() || **d == '_' || **d == '.')
+                {
+                    value.push(*d);
+                    i += 1;
+                }
+                Token::Word(value)
+            }
+            other => {
+                return Err(FilterError {
+                    position: start,
+                    message: format!("unexpected character `{other}`"),
+                });
+            }
+        };
+        tokens.push((start, token));
+    }
+    Ok(tokens)
+}
+
+struct Parser<'a> {
+    tokens: Vec<(usize, Token)>,
+    pos: usize,
+    columns: &'a [Column],
+    backend: Backend,
+    end: usize,
+    depth: usize,
+}
+
+const MAX_DEPTH: usize = 32;
+const MAX_TOKENS: usize = 512;
+
+/// Compiles `filter` to a SQL condition over `columns`. An empty filter gives `None`.
+pub fn compile(
+    filter: &str,
+    columns: &[Column],
+    backend: Backend,
+) -> Result<Option<Sql>, FilterError> {
+    if filter.trim().is_empty() {
+        return Ok(None);
+    }
+    let tokens = tokenize(filter)?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(FilterError {
+            position: 0,
+            message: format!("filter has more than {MAX_TOKENS} tokens"),
+        });
+    }
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        columns,
+        backend,
+        end: filter.chars().count(),
+        depth: 0,
+    };
+    let sql = parser.expr()?;
+    if let Some((position, token)) = parser.tokens.get(parser.pos) {
+        return Err(FilterError {
+            position: *position,
+            message: format!("unexpected {token:?}"),
+        });
+    }
+    Ok(Some(sql))
+}
+
+impl Parser<'_> {
+    fn peek_word(&self, word: &str) -> bool {
+        matches!(self.tokens.get(self.pos), Some((_, Token::Word(w))) if w == word)
+    }
+
+    fn here(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.end, |(p, _)| *p)
+    }
+
+    fn expr(&mut self) -> Result<Sql, FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(FilterError {
+                position: self.here(),
+                message: "filter nests too deeply".into(),
+            });
+        }
+        let mut sql = Sql::new("(");
+        sql.append(self.and()?);
+        while self.peek_word("OR") {
+            self.pos += 1;
+            sql.push(" OR ");
+            sql.append(self.and()?);
+        }
+        sql.push(")");
+        self.depth -= 1;
+        Ok(sql)
+    }
+
+    fn and(&mut self) -> Result<Sql, FilterError> {
+        let mut sql = Sql::new("(");
+        sql.append(self.unary()?);
+        loop {
+            if self.peek_word("AND") {
+                self.pos += 1;
+            } else if matches!(self.tokens.get(self.pos), Some((_, Token::Word(w))) if w != "OR")
+                || matches!(self.tokens.get(self.pos), Some((_, Token::LParen)))
+            {
+                // AIP-160: juxtaposition means AND.
+            } else {
+                break;
+            }
+            sql.push(" AND ");
+            sql.append(self.unary()?);
+        }
+        sql.push(")");
+        Ok(sql)
+    }
+
+    fn unary(&mut self) -> Result<Sql, FilterError> {
+        if self.peek_word("NOT") {
+            self.pos += 1;
+            let mut sql = Sql::new("NOT ");
+            sql.append(self.primary()?);
+            return Ok(sql);
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Sql, FilterError> {
+        let position = self.here();
+        match self.tokens.get(self.pos).cloned() {
+            Some((_, Token::LParen)) => {
+                self.pos += 1;
+                let sql = self.expr()?;
+                match self.tokens.get(self.pos) {
+                    Some((_, Token::RParen)) => {
+                        self.pos += 1;
+                        Ok(sql)
+                    }
+                    _ => Err(FilterError {
+                        position: self.here(),
+                        message: "expected `)`".into(),
+                    }),
+                }
+            }
+            Some((_, Token::Word(field))) => {
+                self.pos += 1;
+                let column = *self
+                    .columns
+                    .iter()
+                    .find(|c| c.field == field)
+                    .ok_or_else(|| FilterError {
+                        position,
+                        message: format!("unknown field `{field}`"),
+                    })?;
+                let op_position = self.here();
+                let Some((_, Token::Op(op))) = self.tokens.get(self.pos).cloned() else {
+                    return Err(FilterError {
+                        position: op_position,
+                        message: "expected an operator".into(),
+                    });
+                };
+                self.pos += 1;
+                let value_position = self.here();
+                let raw = match self.tokens.get(self.pos).cloned() {
+                    Some((_, Token::Str(s) | Token::Num(s) | Token::Word(s))) => s,
+                    _ => {
+                        return Err(FilterError {
+                            position: value_position,
+                            message: "expected a value".into(),
+                        });
+                    }
+                };
+                self.pos += 1;
+                self.comparison(column, op, &raw, value_position)
+            }
+            Some((_, token)) => Err(FilterError {
+                position,
+                message: format!("unexpected {token:?}"),
+            }),
+            None => Err(FilterError {
+                position,
+                message: "unexpected end of filter".into(),
+            }),
+        }
+    }
+
+    fn comparison(
+        &self,
+        column: Column,
+        op: &str,
+        raw: &str,
+        position: usize,
+    ) -> Result<Sql, FilterError> {
+        let bad = |message: String| FilterError { position, message };
+        let value = match column.kind {
+            ColumnKind::Text | ColumnKind::Enum => Value::Text(raw.to_owned()),
+            ColumnKind::Int => Value::Int(match raw {
+                "true" => 1,
+                "false" => 0,
+                _ => raw
+                    .parse()
+                    .map_err(|_| bad(format!("`{}` needs an integer", column.field)))?,
+            }),
+            ColumnKind::Float => Value::Float(
+                raw.parse()
+                    .map_err(|_| bad(format!("`{}` needs a number", column.field)))?,
+            ),
+            ColumnKind::Time => Value::Int(
+                parse_rfc3339_micros(raw)
+                    .ok_or_else(|| bad(format!("`{}` needs an RFC 3339 time", column.field)))?,
+            ),
+        };
+        let mut sql = Sql::new("");
+        if op == ":" {
+            if !matches!(column.kind, ColumnKind::Text | ColumnKind::Enum) {
+                return Err(bad(format!(
+                    "`:` (contains) applies to text fields, not `{}`",
+                    column.field
+                )));
+            }
+            let function = match self.backend {
+                Backend::Postgres => "strpos",
+                Backend::Sqlite => "instr",
+            };
+            sql.push(function)
+                .push("(")
+                .push(column.sql)
+                .push(", ")
+                .bind(value)
+                .push(") > 0");
+        } else {
+            sql.push(column.sql)
+                .push(" ")
+                .push(op)
+                .push(" ")
+                .bind(value);
+        }
+        Ok(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COLUMNS: &[Column] = &[
+        Column::text("email"),
+        Column::float("score"),
+        Column::enumeration("stage"),
+    ];
+
+    #[test]
+    fn compiles_with_bound_values() {
+        let sql = compile(
+            r#"stage = MQL AND (score >= 50 OR email : "@example.com")"#,
+            COLUMNS,
+            Backend::Sqlite,
+        )
+        .expect("parses")
+        .expect("non-empty");
+        assert_eq!(
+            sql.text(),
+            "((stage = $1 AND ((((score >= $2)) OR (instr(email, $3) > 0)))))"
+        );
+    }
+
+    #[test]
+    fn metacharacters_stay_values() {
+        let sql = compile(
+            r#"email = "x'; DROP TABLE leads; --""#,
+            COLUMNS,
+            Backend::Postgres,
+        )
+        .expect("parses")
+        .expect("non-empty");
+        assert!(!sql.text().contains("DROP"));
+    }
+
+    #[test]
+    fn errors_point_at_the_position() {
+        let err = compile("score >= 5 AND nope = 1", COLUMNS, Backend::Sqlite)
+            .expect_err("unknown field");
+        assert_eq!(err.position, 15);
+        let err = compile("score >= abc", COLUMNS, Backend::Sqlite).expect_err("not a number");
+        assert_eq!(err.position, 9);
+        let err = compile("(score > 1", COLUMNS, Backend::Sqlite).expect_err("unbalanced");
+        assert_eq!(err.position, 10);
+        let err = compile("email = \"open", COLUMNS, Backend::Sqlite).expect_err("unterminated");
+        assert_eq!(err.position, 8);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let filter = format!("{}score > 1{}", "(".repeat(200), ")".repeat(200));
+        assert!(compile(&filter, COLUMNS, Backend::Sqlite).is_err());
+    }
+}

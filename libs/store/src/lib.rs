@@ -1,0 +1,617 @@
+//! Resource persistence shared by the domain services.
+//!
+//! A service describes each resource with a [`Table`] and gets, on both PostgreSQL and SQLite:
+//! creates that are idempotent by `request_id` (AIP-155), reads, keyset-paged lists with AIP-160
+//! filters, updates and deletes guarded by etags (AIP-154), and a domain event in the outbox in the
+//! same transaction as every change. [`WriteTx`] exposes the same steps for services that need
+//! their own logic inside the transaction.
+
+pub mod filter;
+pub mod outbox;
+pub mod page;
+pub mod sql;
+pub mod table;
+pub mod time;
+
+use futures::Stream;
+use kizuna_db::{Backend, Database, Migration};
+use kizuna_errors::ApiError;
+use kizuna_proto::kizuna::events::v1::Event;
+use prost::Message;
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+pub use outbox::{NewEvent, Notifier};
+pub use page::{ListQuery, Page};
+pub use prost_types;
+pub use sql::Sql;
+pub use table::{
+    Column, ColumnKind, ParsedName, Table, Value, format_name, parse_name, parse_parent, valid_id,
+};
+
+/// Tables every domain service has: the outbox and the idempotency ledger. Services list this
+/// first among their migrations.
+pub const BASE_MIGRATION: Migration = Migration {
+    version: 1,
+    description: "outbox and idempotency",
+    sql: "
+CREATE TABLE outbox (
+    sequence {{SERIAL_PK}},
+    event_type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    type_url TEXT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    traceparent TEXT NOT NULL,
+    tracestate TEXT NOT NULL,
+    create_time BIGINT NOT NULL
+);
+CREATE INDEX outbox_event_type ON outbox (event_type, sequence);
+CREATE TABLE idempotency (
+    request_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    response {{BLOB}} NOT NULL,
+    create_time BIGINT NOT NULL,
+    PRIMARY KEY (request_id, method)
+);
+",
+};
+
+/// Maps a driver error to what a caller can act on.
+pub fn db_error(error: sqlx::Error) -> ApiError {
+    match &error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => ApiError::Unavailable("database".into()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::AlreadyExists {
+            kind: "resource",
+            name: db.constraint().unwrap_or_default().to_owned(),
+        },
+        _ => ApiError::Internal(format!("database: {error}")),
+    }
+}
+
+/// A span for one database operation, named and attributed per the OpenTelemetry database
+/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`).
+pub fn db_span(db: &Database, operation: &'static str, collection: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = format!("{operation} {collection}"),
+        otel.kind = "client",
+        db.system.name = db.backend().system_name(),
+        db.namespace = db.namespace(),
+        db.collection.name = collection,
+        db.operation.name = operation,
+    )
+}
+
+fn not_found<T: Table>(name: &str) -> ApiError {
+    ApiError::NotFound {
+        kind: T::KIND,
+        name: name.to_owned(),
+    }
+}
+
+fn bad_name<T: Table>(field: &str) -> ApiError {
+    let pattern = match T::PARENT {
+        Some(parent) => format!("{parent}/{{id}}/{}/{{id}}", T::COLLECTION),
+        None => format!("{}/{{id}}", T::COLLECTION),
+    };
+    ApiError::invalid(
+        field,
+        format!(
+            "must be a {} name like `{pattern}` (ids: a-z, 0-9, -)",
+            T::KIND
+        ),
+    )
+}
+
+/// A service's store: its database, outbox notifier and the stop signal for streams.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Database,
+    service: &'static str,
+    notifier: Notifier,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Store {
+    /// A store for `service` (e.g. `leads`) over `db`. Streams end when `stopping` turns true.
+    pub fn new(db: Database, service: &'static str, stopping: watch::Receiver<bool>) -> Self {
+        let notifier = Notifier::default();
+        notifier.spawn_listener(&db, stopping.clone());
+        Self {
+            db,
+            service,
+            notifier,
+            stopping,
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<WriteTx<'_>, ApiError> {
+        let tx = self
+            .db
+            .begin_write()
+            .instrument(db_span(&self.db, "BEGIN", "transaction"))
+            .await
+            .map_err(db_error)?;
+        Ok(WriteTx {
+            store: self,
+            tx,
+            emitted: false,
+        })
+    }
+
+    /// Reads one resource by name.
+    pub async fn get<T: Table>(&self, name: &str) -> Result<T::Message, ApiError> {
+        let parsed = parse_name::<T>(name).ok_or_else(|| bad_name::<T>("name"))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT data FROM {} WHERE id = $1 AND parent = $2",
+            T::TABLE
+        )))
+        .bind(parsed.id)
+        .bind(parsed.parent)
+        .fetch_optional(self.db.pool())
+        .instrument(db_span(&self.db, "SELECT", T::TABLE))
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found::<T>(name))?;
+        decode::<T>(&row)
+    }
+
+    /// Lists resources under `query.parent` with filter, order and keyset pages.
+    pub async fn list<T: Table>(&self, query: &ListQuery) -> Result<Page<T::Message>, ApiError> {
+        let limit = page::page_size(query.page_size)?;
+        let order = page::parse_order(&query.order_by, T::COLUMNS)?;
+        let hash = page::query_hash(T::TABLE, query);
+        let after = page::decode_token(&query.page_token, &hash, order.column)?;
+        let mut sql = Sql::new(format!(
+            "SELECT data, id, {} FROM {} WHERE 1 = 1",
+            order.column.sql,
+            T::TABLE
+        ));
+        match T::PARENT {
+            Some(collection) => {
+                let wildcard = format!("{collection}/-");
+                if query.parent != wildcard {
+                    parse_parent(&query.parent, collection).ok_or_else(|| {
+                        ApiError::invalid(
+                            "parent",
+                            format!("must be a name like `{collection}/{{id}}` or `{wildcard}`"),
+                        )
+                    })?;
+                    sql.push(" AND parent = ").bind(query.parent.as_str());
+                }
+            }
+            None => {
+                sql.push(" AND parent = ").bind("");
+            }
+        }
+        let columns: Vec<Column> = table::STANDARD_COLUMNS
+            .iter()
+            .chain(T::COLUMNS)
+            .copied()
+            .collect();
+        if let Some(condition) = filter::compile(&query.filter, &columns, self.db.backend())
+            .map_err(|e| ApiError::invalid("filter", e.to_string()))?
+        {
+            sql.push(" AND ").append(condition);
+        }
+        let (cmp, dir) = if order.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some((value, id)) = after {
+            let col = order.column.sql;
+            sql.push(&format!(" AND ({col} {cmp} "))
+                .bind(value.clone())
+                .push(&format!(" OR ({col} = "))
+                .bind(value)
+                .push(&format!(" AND id {cmp} "))
+                .bind(id)
+                .push("))");
+        }
+        sql.push(&format!(
+            " ORDER BY {} {dir}, id {dir} LIMIT ",
+            order.column.sql
+        ))
+        .bind(limit + 1);
+        let rows = sql
+            .query()
+            .fetch_all(self.db.pool())
+            .instrument(db_span(&self.db, "SELECT", T::TABLE))
+            .await
+            .map_err(db_error)?;
+        let more = rows.len() as i64 > limit;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut next_page_token = String::new();
+        for (i, row) in rows.iter().enumerate() {
+            if i as i64 == limit {
+                break;
+            }
+            items.push(decode::<T>(row)?);
+            if more && i as i64 == limit - 1 {
+                let id: String = row.try_get(1).map_err(db_error)?;
+                let value = match order.column.kind {
+                    ColumnKind::Text | ColumnKind::Enum => {
+                        Value::Text(row.try_get(2).map_err(db_error)?)
+                    }
+                    ColumnKind::Int | ColumnKind::Time => {
+                        Value::Int(row.try_get(2).map_err(db_error)?)
+                    }
+                    ColumnKind::Float => Value::Float(row.try_get(2).map_err(db_error)?),
+                };
+                next_page_token = page::encode_token(&value, &id, &hash);
+            }
+        }
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+
+    /// Creates `message` under `parent` with `id` (or a generated one), idempotently for
+    /// `request_id`, and emits `<prefix>.created`.
+    pub async fn create<T: Table>(
+        &self,
+        parent: &str,
+        id: &str,
+        message: T::Message,
+        request_id: &str,
+    ) -> Result<T::Message, ApiError> {
+        let method = format!("Create{}", T::KIND);
+        let mut tx = self.begin().await?;
+        if let Some(previous) = tx.recall::<T>(&method, request_id).await? {
+            return Ok(previous);
+        }
+        let created = tx.insert::<T>(parent, id, message).await?;
+        tx.emit::<T>("created", &created).await?;
+        if !tx.remember::<T>(&method, request_id, &created).await? {
+            // A concurrent retry with the same request id won the race: answer with its result.
+            drop(tx);
+            return self
+                .recall::<T>(&method, request_id)
+                .await?
+                .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()));
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// The first response recorded for `request_id`, if any.
+    pub async fn recall<T: Table>(
+        &self,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<T::Message>, ApiError> {
+        let mut conn = self.db.pool().acquire().await.map_err(db_error)?;
+        recall_on::<T>(&mut conn, &self.db, method, request_id).await
+    }
+
+    /// Reads `name`, lets `apply` change it (after the etag check), stores it and emits
+    /// `<prefix>.updated`.
+    pub async fn update<T, F>(
+        &self,
+        name: &str,
+        etag: &str,
+        apply: F,
+    ) -> Result<T::Message, ApiError>
+    where
+        T: Table,
+        F: FnOnce(&mut T::Message) -> Result<(), ApiError> + Send,
+    {
+        let mut tx = self.begin().await?;
+        let mut current = tx.get::<T>(name).await?;
+        check_etag::<T>(&current, etag)?;
+        apply(&mut current)?;
+        let updated = tx.replace::<T>(current).await?;
+        tx.emit::<T>("updated", &updated).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// Deletes `name` (after the etag check) and emits `<prefix>.deleted`.
+    pub async fn delete<T: Table>(&self, name: &str, etag: &str) -> Result<T::Message, ApiError> {
+        let mut tx = self.begin().await?;
+        let current = tx.get::<T>(name).await?;
+        check_etag::<T>(&current, etag)?;
+        tx.remove::<T>(name).await?;
+        tx.emit::<T>("deleted", &current).await?;
+        tx.commit().await?;
+        Ok(current)
+    }
+
+    /// Events after `after` in commit order, then new ones as they commit.
+    pub fn watch(
+        &self,
+        after: i64,
+        types: Vec<String>,
+    ) -> impl Stream<Item = Result<Event, ApiError>> + Send + 'static {
+        outbox::watch(
+            self.db.clone(),
+            self.notifier.clone(),
+            self.service,
+            self.stopping.clone(),
+            after,
+            types,
+        )
+    }
+}
+
+/// ABORTED when `etag` is given and differs from the resource's current etag.
+pub fn check_etag<T: Table>(current: &T::Message, etag: &str) -> Result<(), ApiError> {
+    if !etag.is_empty() && etag != T::etag(current) {
+        return Err(ApiError::EtagMismatch {
+            name: T::name(current).to_owned(),
+            current: T::etag(current).to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn decode<T: Table>(row: &sqlx::any::AnyRow) -> Result<T::Message, ApiError> {
+    let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
+    T::Message::decode(data.as_slice())
+        .map_err(|e| ApiError::Internal(format!("stored {} is corrupt: {e}", T::KIND)))
+}
+
+async fn recall_on<T: Table>(
+    conn: &mut sqlx::AnyConnection,
+    db: &Database,
+    method: &str,
+    request_id: &str,
+) -> Result<Option<T::Message>, ApiError> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT response FROM idempotency WHERE request_id = $1 AND method = $2")
+        .bind(request_id)
+        .bind(method)
+        .fetch_optional(&mut *conn)
+        .instrument(db_span(db, "SELECT", "idempotency"))
+        .await
+        .map_err(db_error)?;
+    row.map(|row| decode::<T>(&row)).transpose()
+}
+
+/// A write transaction: the steps of a change, committed together with its events.
+pub struct WriteTx<'s> {
+    store: &'s Store,
+    tx: Transaction<'static, Any>,
+    emitted: bool,
+}
+
+impl WriteTx<'_> {
+    /// The connection, for service-specific SQL inside the transaction.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// The store's database.
+    pub fn db(&self) -> &Database {
+        &self.store.db
+    }
+
+    /// The first response recorded for `request_id` (empty: none).
+    pub async fn recall<T: Table>(
+        &mut self,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<T::Message>, ApiError> {
+        recall_on::<T>(&mut self.tx, &self.store.db, method, request_id).await
+    }
+
+    /// Records `response` as the answer to `request_id`; `false` if another call recorded first.
+    pub async fn remember<T: Table>(
+        &mut self,
+        method: &str,
+        request_id: &str,
+        response: &T::Message,
+    ) -> Result<bool, ApiError> {
+        if request_id.is_empty() {
+            return Ok(true);
+        }
+        let result = sqlx::query(
+            "INSERT INTO idempotency (request_id, method, response, create_time) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (request_id, method) DO NOTHING",
+        )
+        .bind(request_id)
+        .bind(method)
+        .bind(response.encode_to_vec())
+        .bind(kizuna_db::now_micros())
+        .execute(&mut *self.tx)
+        .instrument(db_span(&self.store.db, "INSERT", "idempotency"))
+        .await
+        .map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Reads one resource for change (row-locked on PostgreSQL).
+    pub async fn get<T: Table>(&mut self, name: &str) -> Result<T::Message, ApiError> {
+        let parsed = parse_name::<T>(name).ok_or_else(|| bad_name::<T>("name"))?;
+        let lock = if self.store.db.backend() == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT data FROM {} WHERE id = $1 AND parent = $2{lock}",
+            T::TABLE
+        )))
+        .bind(parsed.id)
+        .bind(parsed.parent)
+        .fetch_optional(&mut *self.tx)
+        .instrument(db_span(&self.store.db, "SELECT", T::TABLE))
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found::<T>(name))?;
+        decode::<T>(&row)
+    }
+
+    /// Inserts a new resource; `id` empty means a generated UUIDv7. Sets name, etag and times.
+    pub async fn insert<T: Table>(
+        &mut self,
+        parent: &str,
+        id: &str,
+        mut message: T::Message,
+    ) -> Result<T::Message, ApiError> {
+        let id = if id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            id.to_owned()
+        };
+        if !valid_id(&id) {
+            return Err(ApiError::invalid(
+                format!("{}_id", T::KIND.to_lowercase()),
+                "must be 1-63 characters of a-z, 0-9 and -, not starting or ending with -",
+            ));
+        }
+        let name = format_name::<T>(parent, &id);
+        let now = kizuna_db::now_micros();
+        T::set_name(&mut message, name.clone());
+        T::set_meta(
+            &mut message,
+            "1".into(),
+            time::to_timestamp(now),
+            time::to_timestamp(now),
+        );
+        let values = T::values(&message);
+        let mut sql = Sql::new(format!(
+            "INSERT INTO {} (id, parent, data, version, create_time, update_time",
+            T::TABLE
+        ));
+        for column in T::COLUMNS {
+            sql.push(", ").push(column.sql);
+        }
+        sql.push(") VALUES (")
+            .bind(id.as_str())
+            .push(", ")
+            .bind(parent)
+            .push(", ");
+        sql.bind(Value::Bytes(message.encode_to_vec()))
+            .push(", 1, ")
+            .bind(now)
+            .push(", ")
+            .bind(now);
+        for value in values {
+            sql.push(", ").bind(value);
+        }
+        sql.push(")");
+        sql.query()
+            .execute(&mut *self.tx)
+            .instrument(db_span(&self.store.db, "INSERT", T::TABLE))
+            .await
+            .map_err(|e| match db_error(e) {
+                ApiError::AlreadyExists { .. } => ApiError::AlreadyExists {
+                    kind: T::KIND,
+                    name: name.clone(),
+                },
+                other => other,
+            })?;
+        Ok(message)
+    }
+
+    /// Stores a changed resource, bumping its etag and update time.
+    pub async fn replace<T: Table>(
+        &mut self,
+        mut message: T::Message,
+    ) -> Result<T::Message, ApiError> {
+        let name = T::name(&message).to_owned();
+        let parsed = parse_name::<T>(&name).ok_or_else(|| bad_name::<T>("name"))?;
+        let version: i64 = T::etag(&message).parse().unwrap_or(0);
+        let now = kizuna_db::now_micros();
+        let create_time = T::create_time(&message).unwrap_or_else(|| time::to_timestamp(now));
+        T::set_meta(
+            &mut message,
+            (version + 1).to_string(),
+            create_time,
+            time::to_timestamp(now),
+        );
+        let mut sql = Sql::new(format!("UPDATE {} SET data = ", T::TABLE));
+        sql.bind(Value::Bytes(message.encode_to_vec()))
+            .push(", version = version + 1, update_time = ")
+            .bind(now);
+        for (column, value) in T::COLUMNS.iter().zip(T::values(&message)) {
+            sql.push(", ").push(column.sql).push(" = ").bind(value);
+        }
+        sql.push(" WHERE id = ")
+            .bind(parsed.id)
+            .push(" AND parent = ")
+            .bind(parsed.parent)
+            .push(" AND version = ")
+            .bind(version);
+        let result = sql
+            .query()
+            .execute(&mut *self.tx)
+            .instrument(db_span(&self.store.db, "UPDATE", T::TABLE))
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected() != 1 {
+            return Err(ApiError::EtagMismatch {
+                name,
+                current: "unknown (changed concurrently)".into(),
+            });
+        }
+        Ok(message)
+    }
+
+    /// Deletes a resource row.
+    pub async fn remove<T: Table>(&mut self, name: &str) -> Result<(), ApiError> {
+        let parsed = parse_name::<T>(name).ok_or_else(|| bad_name::<T>("name"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE id = $1 AND parent = $2",
+            T::TABLE
+        )))
+        .bind(parsed.id)
+        .bind(parsed.parent)
+        .execute(&mut *self.tx)
+        .instrument(db_span(&self.store.db, "DELETE", T::TABLE))
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Emits `<prefix>.<verb>` about `message`. Make it the transaction's last write.
+    pub async fn emit<T: Table>(
+        &mut self,
+        verb: &str,
+        message: &T::Message,
+    ) -> Result<i64, ApiError> {
+        self.emit_event(NewEvent {
+            event_type: format!("{}.{verb}", T::EVENT_PREFIX),
+            subject: T::name(message).to_owned(),
+            type_url: format!("type.googleapis.com/{}", T::PROTO_NAME),
+            data: message.encode_to_vec(),
+        })
+        .await
+    }
+
+    /// Emits an arbitrary event.
+    pub async fn emit_event(&mut self, event: NewEvent) -> Result<i64, ApiError> {
+        let sequence = outbox::append(&mut self.tx, &self.store.db, event).await?;
+        self.emitted = true;
+        Ok(sequence)
+    }
+
+    /// Commits, then wakes event watchers.
+    pub async fn commit(self) -> Result<(), ApiError> {
+        let db = &self.store.db;
+        self.tx
+            .commit()
+            .instrument(db_span(db, "COMMIT", "transaction"))
+            .await
+            .map_err(db_error)?;
+        if self.emitted {
+            self.store.notifier.notify();
+        }
+        Ok(())
+    }
+}

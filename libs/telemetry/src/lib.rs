@@ -1,0 +1,150 @@
+//! Telemetry for Kizuna services: one call sets up `tracing` (JSON or pretty logs that carry the
+//! trace id), an OpenTelemetry tracer that always creates real trace ids, OTLP export of spans
+//! and log records when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and the W3C trace-context
+//! propagator. The returned guard flushes everything on shutdown.
+
+pub mod propagation;
+
+use kizuna_settings::{LogFormat, TelemetrySettings};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    /// The log filter does not parse.
+    #[error("setting `telemetry.log_level` is invalid: {0}")]
+    Filter(String),
+}
+
+/// Keeps the providers alive; call [`TelemetryGuard::shutdown`] before exit to flush.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    tracer_provider: SdkTracerProvider,
+    logger_provider: Option<SdkLoggerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes and stops the exporters.
+    pub fn shutdown(&self) {
+        if let Err(error) = self.tracer_provider.shutdown() {
+            eprintln!("telemetry: flushing spans failed: {error}");
+        }
+        if let Some(logger) = &self.logger_provider
+            && let Err(error) = logger.shutdown()
+        {
+            eprintln!("telemetry: flushing logs failed: {error}");
+        }
+    }
+}
+
+/// Whether OTLP export is configured through the standard environment variables.
+pub fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// Sets up logs, traces and propagation for `service_name` (e.g. `kizuna-leads`).
+///
+/// When a global subscriber is already installed (tests starting several servers in one
+/// process), the existing one is kept.
+pub fn init(
+    service_name: &str,
+    settings: &TelemetrySettings,
+) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let service_name =
+        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service_name.to_owned());
+    let resource = Resource::builder().with_service_name(service_name).build();
+    let export = otlp_configured();
+
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    if export {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        tracer_builder = tracer_builder.with_batch_exporter(exporter);
+    }
+    let tracer_provider = tracer_builder.build();
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    let tracer = tracer_provider.tracer("kizuna");
+
+    let logger_provider = if export {
+        let exporter = opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        Some(
+            SdkLoggerProvider::builder()
+                .with_resource(resource)
+                .with_batch_exporter(exporter)
+                .build(),
+        )
+    } else {
+        None
+    };
+
+    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log_level.clone());
+    let filter =
+        EnvFilter::try_new(&directive).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let fmt_layer = match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    // Log records exported over OTLP skip the exporter's own crates to avoid feedback loops.
+    let bridge = logger_provider.as_ref().map(|provider| {
+        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(
+            "info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off",
+        ))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(bridge)
+        .try_init();
+    Ok(TelemetryGuard {
+        tracer_provider,
+        logger_provider,
+    })
+}
+
+/// Installs a quiet subscriber for tests: logs only when `TEST_LOG` is set. Trace ids are still
+/// generated so propagation can be tested.
+pub fn init_for_tests() {
+    let settings = TelemetrySettings {
+        log_format: LogFormat::Pretty,
+        log_level: if std::env::var_os("TEST_LOG").is_some() {
+            "info".into()
+        } else {
+            "off".into()
+        },
+    };
+    // Keep the guard alive for the whole test process.
+    if let Ok(guard) = init("kizuna-test", &settings) {
+        std::mem::forget(guard);
+    }
+}
