@@ -45,6 +45,44 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// A service could not start: the message says which part and why.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(#[from] kizuna_db::DbError),
+    /// The server could not be set up.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Opens and (when `database.migrate_on_start`) migrates the service's database, then binds its
+/// port: the start-up every domain service shares.
+pub async fn prepare(
+    service: &'static str,
+    settings: &Settings,
+    migrations: &[kizuna_db::Migration],
+) -> Result<(Server, Database), StartError> {
+    let database = Database::connect(&settings.database).await?;
+    if settings.database.migrate_on_start {
+        let applied = database.migrate(migrations).await?;
+        tracing::info!(service, applied, "migrations checked");
+    }
+    let server = Server::bind(service, settings).await?;
+    Ok((server, database))
+}
+
+/// Runs `migrations` against the service's database and returns how many were applied.
+pub async fn migrate(
+    settings: &Settings,
+    migrations: &[kizuna_db::Migration],
+) -> Result<usize, StartError> {
+    let database = Database::connect(&settings.database).await?;
+    let applied = database.migrate(migrations).await?;
+    database.close().await;
+    Ok(applied)
+}
+
 /// A bound, not yet serving, gRPC server for one service.
 pub struct Server {
     service: &'static str,

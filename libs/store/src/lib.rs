@@ -7,6 +7,7 @@
 //! their own logic inside the transaction.
 
 pub mod filter;
+pub mod mask;
 pub mod outbox;
 pub mod page;
 pub mod sql;
@@ -15,13 +16,13 @@ pub mod time;
 
 use futures::Stream;
 use kizuna_db::{Backend, Database, Migration};
-use kizuna_errors::ApiError;
 use kizuna_proto::kizuna::events::v1::Event;
 use prost::Message;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+pub use kizuna_errors::{ApiError, Validator};
 pub use outbox::{NewEvent, Notifier};
 pub use page::{ListQuery, Page};
 pub use prost_types;

@@ -1,0 +1,214 @@
+//! Lead capture: validation, duplicate detection on normalized keys, and updates.
+
+pub mod normalize;
+
+use kizuna_errors::{ApiError, Validator};
+use kizuna_proto::leads::Lead;
+use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
+use kizuna_store::{Store, apply_mask};
+use prost_types::FieldMask;
+use sqlx::Row;
+
+use crate::error::{Error, Result};
+use crate::tables::Leads;
+use normalize::{email_key, phone_key};
+
+/// Checks a lead's caller-settable fields; `prefix` is the request field (`lead`).
+pub fn validate(lead: &Lead, prefix: &str) -> Result<(), ApiError> {
+    let mut v = Validator::new();
+    let f = |name: &str| format!("{prefix}.{name}");
+    if lead.email.trim().is_empty() && lead.phone.trim().is_empty() {
+        v.violation(f("email"), "either email or phone is required");
+    }
+    v.email(&f("email"), &lead.email)
+        .phone(&f("phone"), &lead.phone)
+        .max_chars(&f("phone"), &lead.phone, 32);
+    for (name, value, max) in [
+        ("given_name", &lead.given_name, 100),
+        ("family_name", &lead.family_name, 100),
+        ("given_name_reading", &lead.given_name_reading, 100),
+        ("family_name_reading", &lead.family_name_reading, 100),
+        ("company", &lead.company, 200),
+        ("job_title", &lead.job_title, 100),
+        ("industry", &lead.industry, 100),
+        ("region", &lead.region, 100),
+        ("source", &lead.source, 64),
+        ("campaign", &lead.campaign, 200),
+        ("landing_page", &lead.landing_page, 2048),
+        ("owner", &lead.owner, 256),
+    ] {
+        v.max_chars(&f(name), value, max);
+    }
+    if let Some(utm) = &lead.utm {
+        for (name, value) in [
+            ("source", &utm.source),
+            ("medium", &utm.medium),
+            ("campaign", &utm.campaign),
+            ("term", &utm.term),
+            ("content", &utm.content),
+        ] {
+            v.max_chars(&f(&format!("utm.{name}")), value, 200);
+        }
+    }
+    v.check(
+        lead.company_size >= 0,
+        &f("company_size"),
+        "must not be negative",
+    );
+    v.check(
+        lead.country_code.is_empty()
+            || (lead.country_code.len() == 2
+                && lead.country_code.chars().all(|c| c.is_ascii_uppercase())),
+        &f("country_code"),
+        "must be an ISO 3166-1 alpha-2 code in upper case, e.g. JP",
+    );
+    v.check(
+        lead.source
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+        &f("source"),
+        "must be a lower snake case word such as form, import or inquiry",
+    );
+    let mut channels = Vec::new();
+    for (i, consent) in lead.consents.iter().enumerate() {
+        let channel_ok = Channel::try_from(consent.channel).is_ok();
+        v.enum_value(
+            &f(&format!("consents[{i}].channel")),
+            channel_ok,
+            consent.channel,
+            true,
+        );
+        let state_ok = ConsentState::try_from(consent.state).is_ok();
+        v.enum_value(
+            &f(&format!("consents[{i}].state")),
+            state_ok,
+            consent.state,
+            true,
+        );
+        if channels.contains(&consent.channel) {
+            v.violation(
+                f(&format!("consents[{i}].channel")),
+                "appears twice; give one entry per channel",
+            );
+        }
+        channels.push(consent.channel);
+        v.max_chars(&f(&format!("consents[{i}].source")), &consent.source, 200);
+    }
+    v.check(lead.tags.len() <= 50, &f("tags"), "at most 50 tags");
+    for (i, tag) in lead.tags.iter().enumerate() {
+        v.required_max(&f(&format!("tags[{i}]")), tag, 64);
+    }
+    v.check(
+        lead.custom_fields.len() <= 50,
+        &f("custom_fields"),
+        "at most 50 entries",
+    );
+    for (key, value) in &lead.custom_fields {
+        let key_ok = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        v.check(
+            key_ok,
+            &f("custom_fields"),
+            "keys must be 1-64 characters of a-z, 0-9 and _",
+        );
+        v.max_chars(&f(&format!("custom_fields[{key}]")), value, 1024);
+    }
+    v.finish()
+}
+
+/// Clears the output-only fields a caller may have sent and sets the initial stage.
+fn prepare_new(mut lead: Lead) -> Lead {
+    lead.name.clear();
+    lead.etag.clear();
+    lead.create_time = None;
+    lead.update_time = None;
+    lead.stage = LifecycleStage::Lead as i32;
+    lead.score = 0.0;
+    lead.grade.clear();
+    lead
+}
+
+/// Creates a lead, refusing one whose normalized e-mail or phone is already taken.
+pub async fn create(store: &Store, lead: Lead, lead_id: &str, request_id: &str) -> Result<Lead> {
+    validate(&lead, "lead")?;
+    let lead = prepare_new(lead);
+    let method = "CreateLead";
+    let mut tx = store.begin().await?;
+    if let Some(previous) = tx.recall::<Leads>(method, request_id).await? {
+        return Ok(previous);
+    }
+    if let Some((key, existing)) = find_duplicate(&mut tx, &lead, "").await? {
+        return Err(Error::DuplicateLead { key, existing });
+    }
+    let created = tx.insert::<Leads>("", lead_id, lead).await?;
+    tx.emit::<Leads>("created", &created).await?;
+    if !tx.remember::<Leads>(method, request_id, &created).await? {
+        drop(tx);
+        return store
+            .recall::<Leads>(method, request_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
+    }
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Applies `patch` under `mask` to the lead it names, guarded by its etag.
+pub async fn update(store: &Store, patch: Lead, mask: Option<&FieldMask>) -> Result<Lead> {
+    if patch.name.is_empty() {
+        return Err(ApiError::invalid("lead.name", "is required").into());
+    }
+    let mut tx = store.begin().await?;
+    let mut lead = tx.get::<Leads>(&patch.name).await?;
+    kizuna_store::check_etag::<Leads>(&lead, &patch.etag)?;
+    apply_mask!(lead, patch, mask, [
+        "email" => email, "phone" => phone, "given_name" => given_name, "family_name" => family_name,
+        "given_name_reading" => given_name_reading, "family_name_reading" => family_name_reading,
+        "company" => company, "job_title" => job_title, "industry" => industry,
+        "company_size" => company_size, "country_code" => country_code, "region" => region,
+        "campaign" => campaign, "utm" => utm, "landing_page" => landing_page, "consents" => consents,
+        "tags" => tags, "custom_fields" => custom_fields, "owner" => owner,
+    ])?;
+    validate(&lead, "lead")?;
+    if let Some((key, existing)) = find_duplicate(&mut tx, &lead, &lead.name).await? {
+        return Err(Error::DuplicateLead { key, existing });
+    }
+    let updated = tx.replace::<Leads>(lead).await?;
+    tx.emit::<Leads>("updated", &updated).await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// The first other lead sharing the normalized e-mail or phone of `lead`.
+async fn find_duplicate(
+    tx: &mut kizuna_store::WriteTx<'_>,
+    lead: &Lead,
+    except_name: &str,
+) -> Result<Option<(&'static str, String)>> {
+    for (key, column, value) in [
+        ("email", "email_key", email_key(&lead.email)),
+        ("phone", "phone_key", phone_key(&lead.phone)),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        let mut sql = kizuna_store::Sql::new(format!("SELECT id FROM leads WHERE {column} = "));
+        sql.bind(value);
+        let rows = sql
+            .query()
+            .fetch_all(tx.conn())
+            .await
+            .map_err(kizuna_store::db_error)?;
+        for row in rows {
+            let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
+            let name = format!("leads/{id}");
+            if name != except_name {
+                return Ok(Some((key, name)));
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,242 @@
+//! gRPC handlers: unpack the request, call the domain, map the error. Nothing else lives here.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use kizuna_errors::ApiError;
+use kizuna_proto::leads::leads_service_server::LeadsService;
+use kizuna_proto::leads::*;
+use kizuna_store::{ListQuery, Store};
+use tonic::{Request, Response, Status};
+
+use crate::error::{DOMAIN, Error};
+use crate::tables::{Activities, Leads, ScoringModels};
+use crate::{activities, capture, scoring};
+
+/// The `kizuna.leads.v1.LeadsService` implementation.
+#[derive(Clone, Debug)]
+pub struct LeadsApi {
+    store: Store,
+}
+
+impl LeadsApi {
+    /// Handlers over `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn status(error: impl Into<Error>) -> Status {
+    error.into().into()
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| status(ApiError::invalid(field, "is required")))
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl LeadsService for LeadsApi {
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn get_lead(&self, request: Request<GetLeadRequest>) -> Reply<Lead> {
+        let lead = self
+            .store
+            .get::<Leads>(&request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(lead))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_leads(&self, request: Request<ListLeadsRequest>) -> Reply<ListLeadsResponse> {
+        let r = request.into_inner();
+        let query = ListQuery {
+            parent: String::new(),
+            page_size: r.page_size,
+            page_token: r.page_token,
+            filter: r.filter,
+            order_by: r.order_by,
+        };
+        let page = self.store.list::<Leads>(&query).await.map_err(status)?;
+        Ok(Response::new(ListLeadsResponse {
+            leads: page.items,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    async fn create_lead(&self, request: Request<CreateLeadRequest>) -> Reply<Lead> {
+        let r = request.into_inner();
+        let lead = required(r.lead, "lead")?;
+        let created = capture::create(&self.store, lead, &r.lead_id, &r.request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_lead(&self, request: Request<UpdateLeadRequest>) -> Reply<Lead> {
+        let r = request.into_inner();
+        let lead = required(r.lead, "lead")?;
+        let updated = capture::update(&self.store, lead, r.update_mask.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(updated))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn delete_lead(&self, request: Request<DeleteLeadRequest>) -> Reply<()> {
+        let r = request.into_inner();
+        self.store
+            .delete::<Leads>(&r.name, &r.etag)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn get_activity(&self, request: Request<GetActivityRequest>) -> Reply<Activity> {
+        let activity = self
+            .store
+            .get::<Activities>(&request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(activity))
+    }
+
+    #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent))]
+    async fn list_activities(
+        &self,
+        request: Request<ListActivitiesRequest>,
+    ) -> Reply<ListActivitiesResponse> {
+        let r = request.into_inner();
+        let query = ListQuery {
+            parent: r.parent,
+            page_size: r.page_size,
+            page_token: r.page_token,
+            filter: r.filter,
+            order_by: r.order_by,
+        };
+        let page = self
+            .store
+            .list::<Activities>(&query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListActivitiesResponse {
+            activities: page.items,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent, request_id = %request.get_ref().request_id))]
+    async fn create_activity(&self, request: Request<CreateActivityRequest>) -> Reply<Activity> {
+        let r = request.into_inner();
+        let activity = required(r.activity, "activity")?;
+        let created = activities::create(
+            &self.store,
+            &r.parent,
+            activity,
+            &r.activity_id,
+            &r.request_id,
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn get_scoring_model(
+        &self,
+        request: Request<GetScoringModelRequest>,
+    ) -> Reply<ScoringModel> {
+        let model = self
+            .store
+            .get::<ScoringModels>(&request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(model))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_scoring_models(
+        &self,
+        request: Request<ListScoringModelsRequest>,
+    ) -> Reply<ListScoringModelsResponse> {
+        let r = request.into_inner();
+        let query = ListQuery {
+            parent: String::new(),
+            page_size: r.page_size,
+            page_token: r.page_token,
+            filter: r.filter,
+            order_by: r.order_by,
+        };
+        let page = self
+            .store
+            .list::<ScoringModels>(&query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListScoringModelsResponse {
+            scoring_models: page.items,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    async fn create_scoring_model(
+        &self,
+        request: Request<CreateScoringModelRequest>,
+    ) -> Reply<ScoringModel> {
+        let r = request.into_inner();
+        let model = required(r.scoring_model, "scoring_model")?;
+        let created = scoring::create(&self.store, model, &r.scoring_model_id, &r.request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_scoring_model(
+        &self,
+        request: Request<UpdateScoringModelRequest>,
+    ) -> Reply<ScoringModel> {
+        let r = request.into_inner();
+        let model = required(r.scoring_model, "scoring_model")?;
+        let updated = scoring::update(&self.store, model, r.update_mask.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(updated))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn delete_scoring_model(&self, request: Request<DeleteScoringModelRequest>) -> Reply<()> {
+        let r = request.into_inner();
+        self.store
+            .delete::<ScoringModels>(&r.name, &r.etag)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(()))
+    }
+
+    type WatchEventsStream =
+        Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>> + Send + 'static>>;
+
+    #[tracing::instrument(skip_all, fields(after_sequence = request.get_ref().after_sequence))]
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Reply<Self::WatchEventsStream> {
+        let r = request.into_inner();
+        if r.after_sequence < 0 {
+            return Err(status(ApiError::invalid(
+                "after_sequence",
+                "must not be negative",
+            )));
+        }
+        let stream = self.store.watch(r.after_sequence, r.types).map(|item| {
+            item.map(|event| WatchEventsResponse { event: Some(event) })
+                .map_err(|e| e.into_status(DOMAIN))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,72 @@
+//! The leads database schema, oldest first. Never edit a released migration; add one.
+
+use kizuna_db::Migration;
+use kizuna_store::BASE_MIGRATION;
+
+/// Every migration of the leads database.
+pub const MIGRATIONS: &[Migration] = &[
+    BASE_MIGRATION,
+    Migration {
+        version: 2,
+        description: "leads, activities, scoring models",
+        sql: "
+CREATE TABLE leads (
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    version BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    email TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    phone_key TEXT NOT NULL,
+    given_name TEXT NOT NULL,
+    family_name TEXT NOT NULL,
+    company TEXT NOT NULL,
+    industry TEXT NOT NULL,
+    country_code TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    utm_source TEXT NOT NULL,
+    utm_campaign TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    score {{DOUBLE}} NOT NULL,
+    grade TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (parent, id)
+);
+CREATE UNIQUE INDEX leads_email_key ON leads (email_key) WHERE email_key <> '';
+CREATE UNIQUE INDEX leads_phone_key ON leads (phone_key) WHERE phone_key <> '';
+CREATE INDEX leads_create_time ON leads (create_time, id);
+CREATE INDEX leads_stage ON leads (stage, create_time);
+
+CREATE TABLE activities (
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    version BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    url TEXT NOT NULL,
+    occur_time BIGINT NOT NULL,
+    PRIMARY KEY (parent, id)
+);
+CREATE INDEX activities_occur_time ON activities (parent, occur_time, id);
+CREATE INDEX activities_create_time ON activities (parent, create_time, id);
+
+CREATE TABLE scoring_models (
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    version BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    display_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    PRIMARY KEY (parent, id)
+);
+",
+    },
+];

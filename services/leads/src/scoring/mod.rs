@@ -1,0 +1,137 @@
+//! Scoring models: engagement rules (points per activity, decaying with a half-life) and fit
+//! rules (profile fields giving a grade A-D), plus the MQL thresholds. This module keeps the
+//! models themselves; applying them to leads builds on it.
+
+use kizuna_errors::{ApiError, Validator};
+use kizuna_proto::leads::{ActivityKind, ScoringModel, scoring_model};
+use kizuna_store::{Store, apply_mask};
+use prost_types::FieldMask;
+
+use crate::error::Result;
+use crate::tables::ScoringModels;
+
+const GRADES: [&str; 4] = ["A", "B", "C", "D"];
+
+/// Checks a scoring model's caller-settable fields.
+pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
+    let mut v = Validator::new();
+    v.required_max("scoring_model.display_name", &model.display_name, 200)
+        .max_chars("scoring_model.description", &model.description, 2000);
+    v.check(
+        model.half_life_days.is_finite()
+            && model.half_life_days >= 0.0
+            && model.half_life_days <= 3650.0,
+        "scoring_model.half_life_days",
+        "must be between 0 (no decay) and 3650",
+    );
+    v.check(
+        model.mql_score_threshold.is_finite() && model.mql_score_threshold >= 0.0,
+        "scoring_model.mql_score_threshold",
+        "must be a non-negative number",
+    );
+    v.check(
+        model.mql_min_grade.is_empty() || GRADES.contains(&model.mql_min_grade.as_str()),
+        "scoring_model.mql_min_grade",
+        "must be one of A, B, C, D",
+    );
+    let state_known = scoring_model::State::try_from(model.state).is_ok();
+    v.enum_value("scoring_model.state", state_known, model.state, false);
+    v.check(
+        model.engagement_rules.len() <= 200,
+        "scoring_model.engagement_rules",
+        "at most 200 rules",
+    );
+    let mut ids = Vec::new();
+    for (i, rule) in model.engagement_rules.iter().enumerate() {
+        let f = |name: &str| format!("scoring_model.engagement_rules[{i}].{name}");
+        v.required_max(&f("rule_id"), &rule.rule_id, 64);
+        if ids.contains(&rule.rule_id) {
+            v.violation(f("rule_id"), "is used twice");
+        }
+        ids.push(rule.rule_id.clone());
+        let known = ActivityKind::try_from(rule.activity_kind).is_ok();
+        v.enum_value(&f("activity_kind"), known, rule.activity_kind, true);
+        v.check(
+            rule.points.is_finite(),
+            &f("points"),
+            "must be a finite number",
+        );
+        v.check(
+            rule.max_points.is_finite() && rule.max_points >= 0.0,
+            &f("max_points"),
+            "must be >= 0",
+        );
+        v.check(
+            rule.max_points_per_day.is_finite() && rule.max_points_per_day >= 0.0,
+            &f("max_points_per_day"),
+            "must be >= 0",
+        );
+        v.max_chars(&f("url_contains"), &rule.url_contains, 2048);
+    }
+    v.check(
+        model.fit_rules.len() <= 200,
+        "scoring_model.fit_rules",
+        "at most 200 rules",
+    );
+    for (i, rule) in model.fit_rules.iter().enumerate() {
+        let f = |name: &str| format!("scoring_model.fit_rules[{i}].{name}");
+        v.required_max(&f("rule_id"), &rule.rule_id, 64);
+        if ids.contains(&rule.rule_id) {
+            v.violation(f("rule_id"), "is used twice");
+        }
+        ids.push(rule.rule_id.clone());
+        v.required_max(&f("field"), &rule.field, 64);
+        let known = scoring_model::fit_rule::Operator::try_from(rule.operator).is_ok();
+        v.enum_value(&f("operator"), known, rule.operator, true);
+        v.max_chars(&f("value"), &rule.value, 1024);
+        v.check(
+            rule.points.is_finite(),
+            &f("points"),
+            "must be a finite number",
+        );
+    }
+    v.finish()
+}
+
+/// Creates a model; a new model starts as a draft at revision 1 unless the caller publishes it.
+pub async fn create(
+    store: &Store,
+    mut model: ScoringModel,
+    id: &str,
+    request_id: &str,
+) -> Result<ScoringModel> {
+    validate(&model)?;
+    if model.state == scoring_model::State::Unspecified as i32 {
+        model.state = scoring_model::State::Draft as i32;
+    }
+    model.revision = 1;
+    Ok(store
+        .create::<ScoringModels>("", id, model, request_id)
+        .await?)
+}
+
+/// Updates a model; every accepted change is a new revision.
+pub async fn update(
+    store: &Store,
+    patch: ScoringModel,
+    mask: Option<&FieldMask>,
+) -> Result<ScoringModel> {
+    if patch.name.is_empty() {
+        return Err(ApiError::invalid("scoring_model.name", "is required").into());
+    }
+    let etag = patch.etag.clone();
+    let name = patch.name.clone();
+    Ok(store
+        .update::<ScoringModels, _>(&name, &etag, |model| {
+            apply_mask!(model, patch, mask, [
+                "display_name" => display_name, "description" => description,
+                "engagement_rules" => engagement_rules, "fit_rules" => fit_rules,
+                "half_life_days" => half_life_days, "mql_score_threshold" => mql_score_threshold,
+                "mql_min_grade" => mql_min_grade, "state" => state,
+            ])?;
+            validate(model)?;
+            model.revision += 1;
+            Ok(())
+        })
+        .await?)
+}

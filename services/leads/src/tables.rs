@@ -1,0 +1,136 @@
+//! How leads resources map onto their tables: indexed columns for filters and ordering.
+
+use kizuna_proto::leads::{Activity, ActivityKind, Lead, ScoringModel, scoring_model};
+use kizuna_proto::types::LifecycleStage;
+use kizuna_store::table::enum_short_name;
+use kizuna_store::{Column, Table, Value, standard_meta};
+
+use crate::capture::normalize::{email_key, phone_key};
+
+/// `leads/{lead}`.
+#[derive(Debug)]
+pub struct Leads;
+
+impl Table for Leads {
+    type Message = Lead;
+    const KIND: &'static str = "Lead";
+    const TABLE: &'static str = "leads";
+    const COLLECTION: &'static str = "leads";
+    const PARENT: Option<&'static str> = None;
+    const EVENT_PREFIX: &'static str = "lead";
+    const PROTO_NAME: &'static str = "kizuna.leads.v1.Lead";
+    const COLUMNS: &'static [Column] = &[
+        Column::text("email"),
+        Column::text("email_key"),
+        Column::text("phone_key"),
+        Column::text("given_name"),
+        Column::text("family_name"),
+        Column::text("company"),
+        Column::text("industry"),
+        Column::text("country_code"),
+        Column::text("source"),
+        Column::text("campaign"),
+        Column::text("utm_source"),
+        Column::text("utm_campaign"),
+        Column::enumeration("stage"),
+        Column::float("score"),
+        Column::text("grade"),
+        Column::text("owner"),
+    ];
+
+    fn values(lead: &Lead) -> Vec<Value> {
+        let utm = lead.utm.clone().unwrap_or_default();
+        vec![
+            lead.email.as_str().into(),
+            email_key(&lead.email).into(),
+            phone_key(&lead.phone).into(),
+            lead.given_name.as_str().into(),
+            lead.family_name.as_str().into(),
+            lead.company.as_str().into(),
+            lead.industry.as_str().into(),
+            lead.country_code.as_str().into(),
+            lead.source.as_str().into(),
+            lead.campaign.as_str().into(),
+            utm.source.into(),
+            utm.campaign.into(),
+            stage_name(lead.stage).into(),
+            lead.score.into(),
+            lead.grade.as_str().into(),
+            lead.owner.as_str().into(),
+        ]
+    }
+
+    standard_meta!();
+}
+
+/// The short stored name of a lifecycle stage, e.g. `MQL`.
+pub fn stage_name(stage: i32) -> String {
+    LifecycleStage::try_from(stage)
+        .map(|s| enum_short_name(s.as_str_name(), "LIFECYCLE_STAGE_"))
+        .unwrap_or_default()
+}
+
+/// `leads/{lead}/activities/{activity}`.
+#[derive(Debug)]
+pub struct Activities;
+
+impl Table for Activities {
+    type Message = Activity;
+    const KIND: &'static str = "Activity";
+    const TABLE: &'static str = "activities";
+    const COLLECTION: &'static str = "activities";
+    const PARENT: Option<&'static str> = Some("leads");
+    const EVENT_PREFIX: &'static str = "activity";
+    const PROTO_NAME: &'static str = "kizuna.leads.v1.Activity";
+    const COLUMNS: &'static [Column] = &[
+        Column::enumeration("kind"),
+        Column::text("url"),
+        Column::time("occur_time"),
+    ];
+
+    fn values(activity: &Activity) -> Vec<Value> {
+        let kind = ActivityKind::try_from(activity.kind)
+            .map(|k| enum_short_name(k.as_str_name(), "ACTIVITY_KIND_"))
+            .unwrap_or_default();
+        let occur = activity
+            .occur_time
+            .as_ref()
+            .map(kizuna_store::time::from_timestamp)
+            .unwrap_or_default();
+        vec![kind.into(), activity.url.as_str().into(), occur.into()]
+    }
+
+    standard_meta!();
+}
+
+/// `scoringModels/{scoring_model}`.
+#[derive(Debug)]
+pub struct ScoringModels;
+
+impl Table for ScoringModels {
+    type Message = ScoringModel;
+    const KIND: &'static str = "ScoringModel";
+    const TABLE: &'static str = "scoring_models";
+    const COLLECTION: &'static str = "scoringModels";
+    const PARENT: Option<&'static str> = None;
+    const EVENT_PREFIX: &'static str = "scoring_model";
+    const PROTO_NAME: &'static str = "kizuna.leads.v1.ScoringModel";
+    const COLUMNS: &'static [Column] = &[
+        Column::text("display_name"),
+        Column::enumeration("state"),
+        Column::int("revision"),
+    ];
+
+    fn values(model: &ScoringModel) -> Vec<Value> {
+        let state = scoring_model::State::try_from(model.state)
+            .map(|s| enum_short_name(s.as_str_name(), "STATE_"))
+            .unwrap_or_default();
+        vec![
+            model.display_name.as_str().into(),
+            state.into(),
+            model.revision.into(),
+        ]
+    }
+
+    standard_meta!();
+}
