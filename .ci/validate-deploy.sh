@@ -286,17 +286,18 @@ if [ ${#rendered[@]} -gt 0 ]; then
 fi
 
 # ------------------------------------------------------------------------------ 3. schemas
-for target in "${rendered[@]}"; do
-  overlay="$(basename "$target" .yaml)"
+names="$(for target in "${rendered[@]}"; do basename "$target" .yaml; done | paste -sd' ' -)"
+if [ ${#rendered[@]} -gt 0 ]; then
   for version in $versions; do
-    if python3 -m kubernetes_validate --strict --quiet --no-warn -k "$version" "$target" > "$work/kv.out" 2>&1; then
-      pass "kubernetes-validate --strict overlays/$overlay against $version"
+    if python3 -m kubernetes_validate --strict --quiet --no-warn -k "$version" "${rendered[@]}" \
+        > "$work/kv.out" 2>&1; then
+      pass "kubernetes-validate --strict against $version (overlays: $names)"
     else
       sed 's/^/    /' "$work/kv.out"
-      fail "kubernetes-validate --strict overlays/$overlay against $version"
+      fail "kubernetes-validate --strict against $version"
     fi
   done
-done
+fi
 
 # ------------------------------------------------------------------------------ 4. checkov
 skips_file="$k8s_dir/checkov-skips.txt"
@@ -308,18 +309,19 @@ if [ -f "$skips_file" ]; then
     printf '    %s\n' "$bad_skips"
     fail "checkov-skips.txt: every line must be 'CKV_... # reason'"
   fi
-  skips="$(grep -oE '^[[:space:]]*CKV2?_[A-Z0-9]+_[0-9]+' "$skips_file" | tr -d '[:space:]' | paste -sd, - || true)"
+  skips="$(grep -oE '^[[:space:]]*CKV2?_[A-Z0-9]+_[0-9]+' "$skips_file" | sed 's/[[:space:]]//g' | paste -sd, - || true)"
 fi
-for target in "${rendered[@]}"; do
-  overlay="$(basename "$target" .yaml)"
-  if "$checkov_bin" --skip-download --quiet --compact --framework kubernetes -f "$target" \
+if [ ${#rendered[@]} -gt 0 ]; then
+  checkov_files=()
+  for target in "${rendered[@]}"; do checkov_files+=(-f "$target"); done
+  if "$checkov_bin" --skip-download --quiet --compact --framework kubernetes "${checkov_files[@]}" \
       ${skips:+--skip-check "$skips"} > "$work/checkov.out" 2>&1; then
-    pass "checkov overlays/$overlay (skipped: ${skips:-none} + annotated)"
+    pass "checkov (overlays: $names; skipped: ${skips:-none}, plus annotated resources)"
   else
-    sed 's/^/    /' "$work/checkov.out" | tail -n 60
-    fail "checkov overlays/$overlay"
+    sed 's/^/    /' "$work/checkov.out" | tail -n 80
+    fail "checkov (overlays: $names)"
   fi
-done
+fi
 
 # ------------------------------------------------------------------------------ 5. docker
 if [ -n "$docker_dir" ]; then

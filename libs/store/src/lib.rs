@@ -58,6 +58,9 @@ CREATE TABLE idempotency (
 ",
 };
 
+/// Longest accepted `request_id` (AIP-155 suggests a UUID).
+pub const MAX_REQUEST_ID_CHARS: usize = 100;
+
 /// Maps a driver error to what a caller can act on.
 pub fn db_error(error: sqlx::Error) -> ApiError {
     match &error {
@@ -106,6 +109,11 @@ fn bad_name<T: Table>(field: &str) -> ApiError {
             T::KIND
         ),
     )
+}
+
+/// INVALID_ARGUMENT on `field` unless `name` is a well-formed name of a `T` resource.
+pub fn require_name<T: Table>(name: &str, field: &str) -> Result<(), ApiError> {
+    parse_name::<T>(name).map(|_| ()).ok_or_else(|| bad_name::<T>(field))
 }
 
 /// A service's store: its database, outbox notifier and the stop signal for streams.
@@ -170,7 +178,15 @@ impl Store {
     /// Lists resources under `query.parent` with filter, order and keyset pages.
     pub async fn list<T: Table>(&self, query: &ListQuery) -> Result<Page<T::Message>, ApiError> {
         let limit = page::page_size(query.page_size)?;
-        let order = page::parse_order(&query.order_by, T::COLUMNS)?;
+        let mut lengths = Validator::new();
+        lengths.max_chars("filter", &query.filter, page::MAX_FILTER_CHARS).max_chars(
+            "order_by",
+            &query.order_by,
+            page::MAX_ORDER_BY_CHARS,
+        );
+        lengths.finish()?;
+        let order_by = if query.order_by.trim().is_empty() { T::DEFAULT_ORDER } else { query.order_by.as_str() };
+        let order = page::parse_order(order_by, T::COLUMNS)?;
         let hash = page::query_hash(T::TABLE, query);
         let after = page::decode_token(&query.page_token, &hash, order.column)?;
         let mut sql = Sql::new(format!(
@@ -372,6 +388,9 @@ async fn recall_on<T: Table>(
 ) -> Result<Option<T::Message>, ApiError> {
     if request_id.is_empty() {
         return Ok(None);
+    }
+    if request_id.chars().count() > MAX_REQUEST_ID_CHARS {
+        return Err(ApiError::invalid("request_id", format!("must be at most {MAX_REQUEST_ID_CHARS} characters")));
     }
     let row = sqlx::query("SELECT response FROM idempotency WHERE request_id = $1 AND method = $2")
         .bind(request_id)

@@ -16,6 +16,10 @@ use crate::table::{Column, ColumnKind, STANDARD_COLUMNS, Value};
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Largest page served; larger requests are clamped (AIP-158).
 pub const MAX_PAGE_SIZE: i64 = 1000;
+/// Longest accepted `filter`.
+pub const MAX_FILTER_CHARS: usize = 2000;
+/// Longest accepted `order_by`.
+pub const MAX_ORDER_BY_CHARS: usize = 200;
 
 /// What a `List` call asks for.
 #[derive(Clone, Debug, Default)]

@@ -31,6 +31,9 @@ pub struct Column {
     pub sql: &'static str,
     /// Its type.
     pub kind: ColumnKind,
+    /// For enum columns: the value prefix callers may write in filters (`LIFECYCLE_STAGE_` lets
+    /// `stage = LIFECYCLE_STAGE_MQL` match the stored `MQL`).
+    pub prefix: &'static str,
 }
 
 impl Column {
@@ -40,6 +43,7 @@ impl Column {
             field,
             sql: field,
             kind: ColumnKind::Text,
+            prefix: "",
         }
     }
     /// An integer column.
@@ -48,6 +52,7 @@ impl Column {
             field,
             sql: field,
             kind: ColumnKind::Int,
+            prefix: "",
         }
     }
     /// A floating-point column.
@@ -56,6 +61,7 @@ impl Column {
             field,
             sql: field,
             kind: ColumnKind::Float,
+            prefix: "",
         }
     }
     /// An enum column (short names).
@@ -64,7 +70,12 @@ impl Column {
             field,
             sql: field,
             kind: ColumnKind::Enum,
+            prefix: "",
         }
+    }
+    /// The same column, accepting `prefix` before enum values in filters.
+    pub const fn prefixed(self, prefix: &'static str) -> Self {
+        Self { prefix, ..self }
     }
     /// A time column (microseconds).
     pub const fn time(field: &'static str) -> Self {
@@ -72,6 +83,7 @@ impl Column {
             field,
             sql: field,
             kind: ColumnKind::Time,
+            prefix: "",
         }
     }
 }
@@ -140,6 +152,8 @@ pub trait Table: Send + Sync + 'static {
     const EVENT_PREFIX: &'static str;
     /// Full protobuf type name, e.g. `kizuna.leads.v1.Lead`.
     const PROTO_NAME: &'static str;
+    /// The order a `List` call without `order_by` gets (AIP-132 syntax).
+    const DEFAULT_ORDER: &'static str = "create_time desc";
     /// Indexed columns, in the order [`Table::values`] returns them.
     const COLUMNS: &'static [Column];
 

@@ -1,1 +1,86 @@
-//! The deals service of Kizuna.
+//! The deals service (SFA): pipelines with ordered stages, deals moving through them, and the
+//! contacts sales works with.
+//!
+//! [`Application::build`] opens the database, migrates it and binds the port;
+//! [`Application::run_until_stopped`] serves until the shutdown signal. The gRPC handlers in
+//! [`grpc`] are a thin layer over the domain folders: [`pipelines`] (stages, forecast
+//! categories, the default pipeline), [`deals`] (amounts and line items, stage moves, won and
+//! lost) and [`contacts`] (normalization and duplicate detection).
+
+pub mod contacts;
+pub mod deals;
+pub mod error;
+pub mod grpc;
+pub mod migrations;
+pub mod pipelines;
+pub mod tables;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+
+use kizuna_db::Database;
+use kizuna_proto::deals::deals_service_server::DealsServiceServer;
+use kizuna_server::{Server, Shutdown, StartError};
+use kizuna_settings::Settings;
+use kizuna_store::Store;
+
+/// The service name used in logs, telemetry and the outbox.
+pub const SERVICE: &str = "deals";
+/// The fully qualified gRPC service name.
+pub const GRPC_SERVICE: &str = "kizuna.deals.v1.DealsService";
+
+/// A built, bound deals service.
+#[derive(Debug)]
+pub struct Application {
+    server: Server,
+    database: Database,
+    store: Store,
+}
+
+impl Application {
+    /// Opens and migrates the database and binds the port.
+    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
+        let (server, database) =
+            kizuna_server::prepare(SERVICE, settings, migrations::MIGRATIONS).await?;
+        let store = Store::new(database.clone(), SERVICE, server.shutdown().stopping());
+        Ok(Self {
+            server,
+            database,
+            store,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// A handle that stops the service when triggered.
+    pub fn shutdown(&self) -> Shutdown {
+        self.server.shutdown().clone()
+    }
+
+    /// Serves until `signal` completes (or the shutdown handle is triggered), then drains.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let limit = self.server.settings().server.max_request_bytes;
+        let service = DealsServiceServer::new(grpc::DealsApi::new(self.store))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit.max(16 * 1024 * 1024));
+        let routes = tonic::service::Routes::new(service);
+        self.server
+            .run(routes, &[GRPC_SERVICE], Some(self.database), signal)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Applies the deals migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
+    kizuna_server::migrate(settings, migrations::MIGRATIONS).await
+}

@@ -1,1 +1,17 @@
-fn main() {}
+//! `kizuna`: run the whole suite in one process (`up`), one service (`serve`), migrations
+//! (`migrate`) or mint a bearer token (`token`).
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kizuna: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli::run())
+}

@@ -32,7 +32,7 @@ impl Table for Leads {
         Column::text("campaign"),
         Column::text("utm_source"),
         Column::text("utm_campaign"),
-        Column::enumeration("stage"),
+        Column::enumeration("stage").prefixed("LIFECYCLE_STAGE_"),
         Column::float("score"),
         Column::text("grade"),
         Column::text("owner"),

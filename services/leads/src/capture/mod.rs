@@ -158,9 +158,7 @@ pub async fn create(store: &Store, lead: Lead, lead_id: &str, request_id: &str) 
 
 /// Applies `patch` under `mask` to the lead it names, guarded by its etag.
 pub async fn update(store: &Store, patch: Lead, mask: Option<&FieldMask>) -> Result<Lead> {
-    if patch.name.is_empty() {
-        return Err(ApiError::invalid("lead.name", "is required").into());
-    }
+    kizuna_store::require_name::<Leads>(&patch.name, "lead.name")?;
     let mut tx = store.begin().await?;
     let mut lead = tx.get::<Leads>(&patch.name).await?;
     kizuna_store::check_etag::<Leads>(&lead, &patch.etag)?;

@@ -116,9 +116,7 @@ pub async fn update(
     patch: ScoringModel,
     mask: Option<&FieldMask>,
 ) -> Result<ScoringModel> {
-    if patch.name.is_empty() {
-        return Err(ApiError::invalid("scoring_model.name", "is required").into());
-    }
+    kizuna_store::require_name::<ScoringModels>(&patch.name, "scoring_model.name")?;
     let etag = patch.etag.clone();
     let name = patch.name.clone();
     Ok(store

@@ -1,0 +1,464 @@
+//! The domain operations against a real (SQLite) database: the migration, the SQL each module
+//! writes itself, and the events each change leaves in the outbox. The end-to-end tests in
+//! `tests/` cover the same through the gRPC server.
+
+use kizuna_db::Database;
+use kizuna_errors::ApiError;
+use kizuna_proto::accounts::{Account, Case, Order, account, case, order};
+use kizuna_settings::{DatabaseSettings, Secret};
+use kizuna_store::Store;
+use kizuna_store::time::from_timestamp;
+use prost_types::FieldMask;
+use sqlx::{Connection, Row};
+
+use crate::error::Error;
+use crate::{accounts, cases, migrations, orders};
+
+/// Which engine a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body on SQLite and on PostgreSQL (`KIZUNA_TEST_DATABASE_URL`, an admin URL,
+/// or the standard local server; skipped when unreachable unless `KIZUNA_TEST_POSTGRES=required`).
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(super::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// A migrated store over a fresh database, removed on drop.
+struct Fixture {
+    store: Store,
+    cleanup: Cleanup,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    Database { admin: String, name: String },
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut path = path.clone().into_os_string();
+                    path.push(suffix);
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Cleanup::Database { admin, name } => {
+                // Drop cannot await: use a thread with its own runtime.
+                let (admin, name) = (admin.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    runtime.block_on(async move {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                                .execute(&mut conn)
+                                .await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+async fn fixture(backend: Backend) -> Option<Fixture> {
+    let unique = unique();
+    let (url, cleanup) = match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("kizuna-accounts-{unique}.db"));
+            (format!("sqlite://{}", path.display()), Cleanup::File(path))
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("KIZUNA_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+            let connect = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::PgConnection::connect(&admin),
+            )
+            .await;
+            let Ok(Ok(mut conn)) = connect else {
+                let required = std::env::var("KIZUNA_TEST_POSTGRES").is_ok_and(|v| v == "required");
+                assert!(
+                    !required,
+                    "PostgreSQL is required but unreachable at {admin}"
+                );
+                eprintln!("skipping the PostgreSQL variant: {admin} unreachable");
+                return None;
+            };
+            let name = format!("kizuna_accounts_{}", unique.replace('-', "_"));
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin
+                .rsplit_once('/')
+                .map_or(admin.as_str(), |(base, _)| base);
+            (
+                format!("{base}/{name}"),
+                Cleanup::Database {
+                    admin: admin.clone(),
+                    name,
+                },
+            )
+        }
+    };
+    let settings = DatabaseSettings {
+        url: Secret::new(url),
+        max_connections: 4,
+        acquire_timeout_secs: 10,
+        migrate_on_start: true,
+        health_interval_secs: 5,
+    };
+    let db = Database::connect(&settings).await.expect("connect");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let fixture = Fixture {
+        store: Store::new(db.clone(), crate::SERVICE, stopping),
+        cleanup,
+        _stop: stop,
+    };
+    db.migrate(migrations::MIGRATIONS).await.expect("migrate");
+    Some(fixture)
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        kizuna_db::now_micros(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn event_types(store: &Store) -> Vec<String> {
+    sqlx::query("SELECT event_type FROM outbox ORDER BY sequence")
+        .fetch_all(store.db().pool())
+        .await
+        .expect("outbox")
+        .iter()
+        .map(|row| row.try_get::<String, _>(0).expect("event_type"))
+        .collect()
+}
+
+fn company(name: &str) -> Account {
+    Account {
+        display_name: name.into(),
+        r#type: account::Type::Company as i32,
+        ..Account::default()
+    }
+}
+
+fn mask(paths: &[&str]) -> FieldMask {
+    FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+fn line(quantity: i64, unit_price_minor: i64) -> order::OrderLine {
+    order::OrderLine {
+        product: "SKU-1".into(),
+        quantity,
+        unit_price_minor,
+        category: "shoes".into(),
+    }
+}
+
+both_backends!(one_account_per_deal, one_account_per_deal_on);
+async fn one_account_per_deal_on(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let first = Account {
+        deal: "deals/42".into(),
+        ..company("例")
+    };
+    let created = accounts::create(&f.store, first.clone(), "", "")
+        .await
+        .expect("create");
+    let again = accounts::create(&f.store, first, "", "").await;
+    match again {
+        Err(Error::DuplicateDeal { existing, .. }) => assert_eq!(existing, created.name),
+        other => panic!("expected a duplicate deal, got {other:?}"),
+    }
+    assert_eq!(event_types(&f.store).await, ["account.created"]);
+}
+
+both_backends!(
+    hierarchy_has_no_cycles_and_blocks_deletes,
+    hierarchy_has_no_cycles_and_blocks_deletes_on
+);
+async fn hierarchy_has_no_cycles_and_blocks_deletes_on(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let top = accounts::create(s, company("親"), "top", "")
+        .await
+        .expect("top");
+    let child = Account {
+        parent_account: top.name.clone(),
+        ..company("子")
+    };
+    let child = accounts::create(s, child, "child", "")
+        .await
+        .expect("child");
+    let missing_parent = Account {
+        parent_account: "accounts/nobody".into(),
+        ..company("迷子")
+    };
+    assert!(matches!(
+        accounts::create(s, missing_parent, "", "").await,
+        Err(Error::Api(ApiError::InvalidArgument(_)))
+    ));
+    // top under its own child: a loop.
+    let patch = Account {
+        name: top.name.clone(),
+        parent_account: child.name.clone(),
+        ..Account::default()
+    };
+    assert!(matches!(
+        accounts::update(s, patch, Some(&mask(&["parent_account"]))).await,
+        Err(Error::Api(ApiError::InvalidArgument(_)))
+    ));
+    // Immutable fields cannot be named.
+    let patch = Account {
+        name: top.name.clone(),
+        r#type: account::Type::Consumer as i32,
+        ..Account::default()
+    };
+    assert!(
+        accounts::update(s, patch, Some(&mask(&["type"])))
+            .await
+            .is_err()
+    );
+    // A parent with children stays.
+    match accounts::delete(s, &top.name, "").await {
+        Err(Error::AccountHasChildren { what, .. }) => assert_eq!(what, "child accounts"),
+        other => panic!("expected ACCOUNT_HAS_CHILDREN, got {other:?}"),
+    }
+    accounts::delete(s, &child.name, "")
+        .await
+        .expect("delete child");
+    accounts::delete(s, &top.name, "")
+        .await
+        .expect("delete top");
+    assert_eq!(
+        event_types(s).await,
+        [
+            "account.created",
+            "account.created",
+            "account.deleted",
+            "account.deleted"
+        ]
+    );
+}
+
+both_backends!(
+    orders_total_and_are_idempotent_by_external_id,
+    orders_total_and_are_idempotent_by_external_id_on
+);
+async fn orders_total_and_are_idempotent_by_external_id_on(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let account = accounts::create(s, company("店"), "shop", "")
+        .await
+        .expect("account");
+    let new_order = Order {
+        external_order_id: "POS-0001".into(),
+        currency_code: "JPY".into(),
+        line_items: vec![line(2, 1_200), line(1, 800)],
+        total: Some(kizuna_proto::types::Money {
+            currency_code: "USD".into(),
+            amount_minor: 1,
+        }),
+        ..Order::default()
+    };
+    let created = orders::create(s, &account.name, new_order.clone(), "", "")
+        .await
+        .expect("order");
+    let total = created.total.clone().expect("total");
+    assert_eq!(
+        (total.currency_code.as_str(), total.amount_minor),
+        ("JPY", 3_200)
+    );
+    assert_eq!(created.status, order::Status::Placed as i32);
+    assert!(created.order_time.is_some());
+    // The same external id again: the first order, unchanged, and no second event.
+    let changed = Order {
+        line_items: vec![line(9, 9)],
+        ..new_order
+    };
+    let again = orders::create(s, &account.name, changed, "", "req-2")
+        .await
+        .expect("again");
+    assert_eq!(again, created);
+    // A missing account is NOT_FOUND.
+    let lost = Order {
+        external_order_id: String::new(),
+        currency_code: "JPY".into(),
+        line_items: vec![line(1, 1)],
+        ..Order::default()
+    };
+    assert!(matches!(
+        orders::create(s, "accounts/nobody", lost, "", "").await,
+        Err(Error::Api(ApiError::NotFound { .. }))
+    ));
+    // Updating the lines recomputes the total; the currency is immutable.
+    let patch = Order {
+        name: created.name.clone(),
+        line_items: vec![line(3, 1_000)],
+        ..Order::default()
+    };
+    let updated = orders::update(s, patch, Some(&mask(&["line_items"])))
+        .await
+        .expect("update");
+    assert_eq!(updated.total.expect("total").amount_minor, 3_000);
+    let patch = Order {
+        name: created.name.clone(),
+        currency_code: "USD".into(),
+        ..Order::default()
+    };
+    assert!(
+        orders::update(s, patch, Some(&mask(&["currency_code"])))
+            .await
+            .is_err()
+    );
+    // An account with orders is not deleted.
+    assert!(matches!(
+        accounts::delete(s, &account.name, "").await,
+        Err(Error::AccountHasChildren { what: "orders", .. })
+    ));
+    assert_eq!(
+        event_types(s).await,
+        ["account.created", "order.created", "order.updated"]
+    );
+}
+
+both_backends!(
+    cases_get_their_sla_and_resolve_once,
+    cases_get_their_sla_and_resolve_once_on
+);
+async fn cases_get_their_sla_and_resolve_once_on(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let account = accounts::create(s, company("客"), "client", "")
+        .await
+        .expect("account");
+    let new_case = Case {
+        title: "返品したい".into(),
+        kind: case::Kind::Request as i32,
+        priority: case::Priority::Urgent as i32,
+        ..Case::default()
+    };
+    let created = cases::create(s, &account.name, new_case, "c1", "req-1")
+        .await
+        .expect("case");
+    let create = from_timestamp(&created.create_time.expect("create_time"));
+    let due = from_timestamp(&created.sla_due_time.expect("sla_due_time"));
+    assert_eq!(due - create, 4 * 3_600 * 1_000_000);
+    assert_eq!(created.state, case::State::Open as i32);
+    assert_eq!(created.etag, "1");
+    // The stored row carries the derived fields too.
+    assert_eq!(
+        s.get::<crate::tables::Cases>(&created.name)
+            .await
+            .expect("get"),
+        created
+    );
+    // Retrying the request answers the first result.
+    let retry = Case {
+        title: "別物".into(),
+        kind: case::Kind::Inquiry as i32,
+        ..Case::default()
+    };
+    assert_eq!(
+        cases::create(s, &account.name, retry, "c2", "req-1")
+            .await
+            .expect("retry"),
+        created
+    );
+    // Resolving needs a resolution.
+    let resolve = Case {
+        name: created.name.clone(),
+        state: case::State::Resolved as i32,
+        ..Case::default()
+    };
+    assert!(matches!(
+        cases::update(s, resolve.clone(), Some(&mask(&["state"]))).await,
+        Err(Error::Api(ApiError::InvalidArgument(_)))
+    ));
+    let resolve = Case {
+        resolution: "返金済み".into(),
+        priority: case::Priority::Low as i32,
+        ..resolve
+    };
+    let resolved = cases::update(
+        s,
+        resolve,
+        Some(&mask(&["state", "resolution", "priority"])),
+    )
+    .await
+    .expect("resolve");
+    assert!(resolved.resolve_time.is_some());
+    let due = from_timestamp(&resolved.sla_due_time.expect("sla_due_time"));
+    assert_eq!(due - create, 168 * 3_600 * 1_000_000);
+    // Closing a resolved case is no second resolution.
+    let close = Case {
+        name: created.name.clone(),
+        state: case::State::Closed as i32,
+        ..Case::default()
+    };
+    let closed = cases::update(s, close, Some(&mask(&["state"])))
+        .await
+        .expect("close");
+    assert_eq!(closed.resolve_time, resolved.resolve_time);
+    // The SLA is output-only.
+    let patch = Case {
+        name: created.name.clone(),
+        ..Case::default()
+    };
+    assert!(
+        cases::update(s, patch, Some(&mask(&["sla_due_time"])))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        event_types(s).await,
+        [
+            "account.created",
+            "case.created",
+            "case.updated",
+            "case.resolved",
+            "case.updated"
+        ]
+    );
+}

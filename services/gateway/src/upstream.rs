@@ -1,0 +1,389 @@
+//! Calls from the gateway to the domain services (leads, deals, accounts).
+//!
+//! One lazily connected channel per service is built with the application and shared by every
+//! call. Each call acts for the gateway's caller: it carries the caller's `authorization`
+//! metadata (the services check the caller's own scopes), the W3C trace context of a client span
+//! that is a child of the caller's RPC span, and a deadline that is the shorter of
+//! `gateway.upstream_timeout_ms` and what is left of the caller's own `grpc-timeout` (less a
+//! small reserve so the gateway can still answer in time). The deadline is sent as
+//! `grpc-timeout` and also enforced locally, so a hung service cannot hold a call longer.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use kizuna_proto::accounts::accounts_service_client::AccountsServiceClient;
+use kizuna_proto::accounts::{Account, GetAccountRequest};
+use kizuna_proto::deals::deals_service_client::DealsServiceClient;
+use kizuna_proto::deals::{Deal, GetDealRequest};
+use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
+use kizuna_proto::leads::{GetLeadRequest, Lead};
+use kizuna_settings::GatewaySettings;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// Largest response accepted from a domain service.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest deadline ever sent upstream, whatever the settings say (a `grpc-timeout` must fit
+/// in eight digits of its unit; one day is far beyond any sensible setting).
+pub const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most of the caller's remaining time kept back for the gateway's own answer.
+pub const MAX_RESERVE: Duration = Duration::from_millis(50);
+
+/// The metadata key of the caller's credentials.
+const AUTHORIZATION: &str = "authorization";
+/// The metadata key of a gRPC deadline.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Parses a `grpc-timeout` value (gRPC over HTTP/2: at most eight digits and a unit, one of
+/// `H`, `M`, `S`, `m`, `u`, `n`). `None` when it is malformed.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(amount * 60 * 60),
+        'M' => Duration::from_secs(amount * 60),
+        'S' => Duration::from_secs(amount),
+        'm' => Duration::from_millis(amount),
+        'u' => Duration::from_micros(amount),
+        'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// The deadline of one upstream call: `configured`, shortened to what is left of the caller's
+/// deadline (when it set one) minus a reserve of a tenth of it, at most [`MAX_RESERVE`], so the
+/// gateway answers before its caller gives up. Never above [`MAX_UPSTREAM_TIMEOUT`].
+pub fn upstream_timeout(configured: Duration, caller_remaining: Option<Duration>) -> Duration {
+    let configured = configured.min(MAX_UPSTREAM_TIMEOUT);
+    match caller_remaining {
+        None => configured,
+        Some(remaining) => {
+            let reserve = (remaining / 10).min(MAX_RESERVE);
+            configured.min(remaining.saturating_sub(reserve))
+        }
+    }
+}
+
+/// What a gateway call passes on to the calls it makes: the caller's credentials and deadline.
+#[derive(Clone, Debug, Default)]
+pub struct CallContext {
+    authorization: Option<AsciiMetadataValue>,
+    deadline: Option<Instant>,
+}
+
+impl CallContext {
+    /// The context of an incoming call, read from its metadata as it arrives.
+    pub fn from_metadata(metadata: &MetadataMap) -> Self {
+        Self::from_metadata_at(metadata, Instant::now())
+    }
+
+    /// The context of a call whose metadata arrived at `now`.
+    pub fn from_metadata_at(metadata: &MetadataMap, now: Instant) -> Self {
+        let authorization = metadata.get(AUTHORIZATION).cloned();
+        let deadline = metadata
+            .get(GRPC_TIMEOUT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .and_then(|timeout| now.checked_add(timeout));
+        Self {
+            authorization,
+            deadline,
+        }
+    }
+
+    /// The caller's deadline, if it set one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the caller's deadline (zero once passed), if it set one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// An outgoing request carrying the caller's credentials, the current trace context and
+    /// `timeout` as its `grpc-timeout`.
+    pub fn outgoing<M>(&self, message: M, timeout: Duration) -> Request<M> {
+        let mut request = Request::new(message);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert(AUTHORIZATION, authorization.clone());
+        }
+        kizuna_telemetry::propagation::inject_current(request.metadata_mut());
+        request.set_timeout(timeout.min(MAX_UPSTREAM_TIMEOUT));
+        request
+    }
+}
+
+/// Clients of the three domain services, over lazily connected channels.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    leads: LeadsServiceClient<Channel>,
+    deals: DealsServiceClient<Channel>,
+    accounts: AccountsServiceClient<Channel>,
+    timeout: Duration,
+}
+
+fn lazy_channel(url: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl Upstreams {
+    /// Clients for the URLs in `settings`; nothing connects until the first call. Fails only
+    /// on a malformed URL. Must be called inside a Tokio runtime.
+    pub fn connect_lazy(settings: &GatewaySettings) -> Result<Self, tonic::transport::Error> {
+        let timeout = Duration::from_millis(settings.upstream_timeout_ms).min(MAX_UPSTREAM_TIMEOUT);
+        let leads = LeadsServiceClient::new(lazy_channel(&settings.leads_url, timeout)?)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let deals = DealsServiceClient::new(lazy_channel(&settings.deals_url, timeout)?)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let accounts = AccountsServiceClient::new(lazy_channel(&settings.accounts_url, timeout)?)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Ok(Self {
+            leads,
+            deals,
+            accounts,
+            timeout,
+        })
+    }
+
+    /// The configured deadline of one upstream call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Reads a lead from the leads service.
+    pub async fn get_lead(&self, call: &CallContext, name: &str) -> Result<Lead, Status> {
+        let mut client = self.leads.clone();
+        let message = GetLeadRequest {
+            name: name.to_owned(),
+        };
+        self.unary(
+            call,
+            "kizuna.leads.v1.LeadsService/GetLead",
+            message,
+            move |request| async move { client.get_lead(request).await },
+        )
+        .await
+    }
+
+    /// Reads a deal from the deals service.
+    pub async fn get_deal(&self, call: &CallContext, name: &str) -> Result<Deal, Status> {
+        let mut client = self.deals.clone();
+        let message = GetDealRequest {
+            name: name.to_owned(),
+        };
+        self.unary(
+            call,
+            "kizuna.deals.v1.DealsService/GetDeal",
+            message,
+            move |request| async move { client.get_deal(request).await },
+        )
+        .await
+    }
+
+    /// Reads an account from the accounts service.
+    pub async fn get_account(&self, call: &CallContext, name: &str) -> Result<Account, Status> {
+        let mut client = self.accounts.clone();
+        let message = GetAccountRequest {
+            name: name.to_owned(),
+        };
+        self.unary(
+            call,
+            "kizuna.accounts.v1.AccountsService/GetAccount",
+            message,
+            move |request| async move { client.get_account(request).await },
+        )
+        .await
+    }
+
+    /// One unary call in a client span, within the call's deadline.
+    async fn unary<M, R, F, Fut>(
+        &self,
+        call: &CallContext,
+        method: &'static str,
+        message: M,
+        send: F,
+    ) -> Result<R, Status>
+    where
+        F: FnOnce(Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let span = tracing::info_span!(
+            "rpc.client",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system.name = "grpc",
+            rpc.method = method,
+            rpc.response.status_code = tracing::field::Empty,
+        );
+        let timeout = upstream_timeout(self.timeout, call.remaining());
+        let request = span.in_scope(|| call.outgoing(message, timeout));
+        let result = async {
+            if timeout.is_zero() {
+                return Err(Status::deadline_exceeded(format!(
+                    "no time left to call {method}"
+                )));
+            }
+            match tokio::time::timeout(timeout, send(request)).await {
+                Ok(response) => response.map(Response::into_inner),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "{method} did not answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        span.record(
+            "rpc.response.status_code",
+            kizuna_server::layer::code_name(code),
+        );
+        if code != tonic::Code::Ok {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(
+            parse_grpc_timeout("3H"),
+            Some(Duration::from_secs(3 * 3600))
+        );
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(MS(250)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+    }
+
+    #[test]
+    fn malformed_grpc_timeouts_are_ignored() {
+        for value in [
+            "",
+            "m",
+            "100",
+            "100x",
+            "123456789m",
+            "-5m",
+            "1.5S",
+            "+5S",
+            "5 S",
+            "５S",
+        ] {
+            assert_eq!(parse_grpc_timeout(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_caller_deadline_the_setting_applies() {
+        assert_eq!(upstream_timeout(MS(3000), None), MS(3000));
+    }
+
+    #[test]
+    fn a_shorter_caller_deadline_wins_minus_a_reserve() {
+        // 10% of 500 ms is 50 ms, the cap.
+        assert_eq!(upstream_timeout(MS(3000), Some(MS(500))), MS(450));
+        // 10% of 200 ms.
+        assert_eq!(upstream_timeout(MS(3000), Some(MS(200))), MS(180));
+        // The reserve never exceeds 50 ms.
+        assert_eq!(upstream_timeout(MS(3000), Some(MS(2000))), MS(1950));
+    }
+
+    #[test]
+    fn a_longer_caller_deadline_keeps_the_setting() {
+        assert_eq!(upstream_timeout(MS(3000), Some(MS(10_000))), MS(3000));
+        // Just above the setting once the reserve is taken: still the setting.
+        assert_eq!(upstream_timeout(MS(3000), Some(MS(3050))), MS(3000));
+        assert_eq!(upstream_timeout(MS(3000), Some(MS(3049))), MS(2999));
+    }
+
+    #[test]
+    fn an_expired_caller_deadline_leaves_nothing() {
+        assert_eq!(
+            upstream_timeout(MS(3000), Some(Duration::ZERO)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn absurd_settings_are_capped() {
+        let huge = Duration::from_millis(u64::MAX);
+        assert_eq!(upstream_timeout(huge, None), MAX_UPSTREAM_TIMEOUT);
+        // And the outgoing request can carry it without panicking.
+        let request = CallContext::default().outgoing((), huge);
+        assert!(request.metadata().get(GRPC_TIMEOUT).is_some());
+    }
+
+    fn metadata(pairs: &[(&'static str, &str)]) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        for (key, value) in pairs {
+            metadata.insert(*key, value.parse().expect("ascii"));
+        }
+        metadata
+    }
+
+    #[test]
+    fn the_caller_deadline_counts_from_arrival() {
+        let arrival = Instant::now();
+        let call = CallContext::from_metadata_at(&metadata(&[(GRPC_TIMEOUT, "800m")]), arrival);
+        assert_eq!(call.deadline(), Some(arrival + MS(800)));
+        let remaining = call.remaining().expect("deadline");
+        assert!(remaining <= MS(800));
+        let garbage = CallContext::from_metadata_at(&metadata(&[(GRPC_TIMEOUT, "soon")]), arrival);
+        assert_eq!(garbage.deadline(), None);
+        assert_eq!(garbage.remaining(), None);
+    }
+
+    #[test]
+    fn outgoing_requests_carry_the_callers_identity_and_deadline() {
+        let call = CallContext::from_metadata(&metadata(&[
+            (AUTHORIZATION, "Bearer token-of-the-caller"),
+            (GRPC_TIMEOUT, "1S"),
+            ("x-unrelated", "not forwarded"),
+        ]));
+        let request = call.outgoing(GetLeadRequest::default(), MS(250));
+        let md = request.metadata();
+        assert_eq!(
+            md.get(AUTHORIZATION).and_then(|v| v.to_str().ok()),
+            Some("Bearer token-of-the-caller")
+        );
+        let sent = md
+            .get(GRPC_TIMEOUT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        assert_eq!(sent, Some(MS(250)));
+        assert!(md.get("x-unrelated").is_none());
+        // Without credentials nothing is invented.
+        let anonymous = CallContext::default().outgoing((), MS(1));
+        assert!(anonymous.metadata().get(AUTHORIZATION).is_none());
+    }
+}

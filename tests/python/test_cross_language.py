@@ -1,0 +1,67 @@
+"""A Python grpcio client, generated from proto/, drives the public API of a running `kizuna up`."""
+
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+
+def auth(token):
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_create_and_read_back_a_lead(stubs, suite):
+    from kizuna.leads.v1 import leads_pb2, leads_pb2_grpc, lead_pb2
+
+    with grpc.insecure_channel(suite["ports"]["leads"]) as channel:
+        client = leads_pb2_grpc.LeadsServiceStub(channel)
+        email = f"py-{uuid.uuid4().hex[:8]}@example.jp"
+        request = leads_pb2.CreateLeadRequest(
+            lead=lead_pb2.Lead(email=email, family_name="山田", given_name="花子", phone="03-1234-5678"),
+            request_id=str(uuid.uuid4()),
+        )
+        created = client.CreateLead(request, metadata=auth(suite["token"]))
+        assert created.name.startswith("leads/")
+        again = client.CreateLead(request, metadata=auth(suite["token"]))
+        assert again == created, "a retried create returns the first result"
+
+        fetched = client.GetLead(leads_pb2.GetLeadRequest(name=created.name), metadata=auth(suite["token"]))
+        assert fetched.email == email
+        assert fetched.family_name == "山田"
+
+        with pytest.raises(grpc.RpcError) as missing_token:
+            client.GetLead(leads_pb2.GetLeadRequest(name=created.name))
+        assert missing_token.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        with pytest.raises(grpc.RpcError) as bad:
+            client.CreateLead(
+                leads_pb2.CreateLeadRequest(lead=lead_pb2.Lead(email="not-an-email")), metadata=auth(suite["token"])
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "lead.email" in bad.value.details()
+
+
+def test_health_is_serving_everywhere(suite):
+    for service, address in suite["ports"].items():
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_reflection_lists_the_services(suite):
+    expected = {
+        "leads": "kizuna.leads.v1.LeadsService",
+        "deals": "kizuna.deals.v1.DealsService",
+        "accounts": "kizuna.accounts.v1.AccountsService",
+        "gateway": "kizuna.gateway.v1.GatewayService",
+    }
+    for service, address in suite["ports"].items():
+        with grpc.insecure_channel(address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            names = {s.name for reply in replies for s in reply.list_services_response.service}
+            assert expected[service] in names, (service, names)
+            assert "grpc.health.v1.Health" in names
