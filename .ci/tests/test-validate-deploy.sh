@@ -11,6 +11,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 validate="$repo_root/.ci/validate-deploy.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+python3 -c 'import yaml' 2> /dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check pyyaml
 
 passed=0
 failed=0
@@ -56,29 +58,29 @@ with open(path, "w") as f:
 PY
 }
 deployment='next(d for d in docs if d["kind"] == "Deployment")'
-container="$deployment[\"spec\"][\"template\"][\"spec\"][\"containers\"][0]"
+container="${deployment}[\"spec\"][\"template\"][\"spec\"][\"containers\"][0]"
 
 # 1. The unmodified tree passes (Docker files included).
 expect pass "unmodified tree" "$repo_root/k8s"
 
 # 2. An unknown field in a Deployment: strict schema validation must reject it.
 dir="$(fresh_copy unknown-field)"
-edit "$dir/base/leads.yaml" "$deployment['spec']['template']['spec']['containers'][0]['imagePullPolicyy'] = 'Always'"
+edit "$dir/base/leads.yaml" "${deployment}['spec']['template']['spec']['containers'][0]['imagePullPolicyy'] = 'Always'"
 expect fail "unknown field" "$dir" "Additional properties are not allowed ('imagePullPolicyy' was unexpected)"
 
 # 3. A Deployment without a readiness probe.
 dir="$(fresh_copy missing-probe)"
-edit "$dir/base/deals.yaml" "del $container['readinessProbe']"
+edit "$dir/base/deals.yaml" "del ${container}['readinessProbe']"
 expect fail "missing readiness probe" "$dir" "readinessProbe missing"
 
 # 4. A liveness probe that is not a native gRPC probe.
 dir="$(fresh_copy http-probe)"
-edit "$dir/base/accounts.yaml" "$container['livenessProbe'] = {'tcpSocket': {'port': 50051}}"
+edit "$dir/base/accounts.yaml" "${container}['livenessProbe'] = {'tcpSocket': {'port': 50051}}"
 expect fail "liveness probe not gRPC" "$dir" "livenessProbe must be a native grpc probe"
 
 # 5. A liveness probe on the overall health service (would restart pods on a database outage).
 dir="$(fresh_copy liveness-service)"
-edit "$dir/base/gateway.yaml" "del $container['livenessProbe']['grpc']['service']"
+edit "$dir/base/gateway.yaml" "del ${container}['livenessProbe']['grpc']['service']"
 expect fail "liveness probe on the database-dependent service" "$dir" "livenessProbe must check health service 'liveness'"
 
 # 6. A setting the binary does not know (a typo in the env file).
@@ -102,7 +104,7 @@ expect fail "checkov skip without a reason" "$dir" "every line must be 'CKV_... 
 
 # 9. A security regression checkov catches (privilege escalation allowed).
 dir="$(fresh_copy privilege-escalation)"
-edit "$dir/base/leads.yaml" "$container['securityContext']['allowPrivilegeEscalation'] = True"
+edit "$dir/base/leads.yaml" "${container}['securityContext']['allowPrivilegeEscalation'] = True"
 expect fail "privilege escalation" "$dir" "CKV_K8S_20"
 
 # 10. A migration Job missing for a service.

@@ -55,12 +55,23 @@ where
             latencies
         })
     });
-    let latencies: Vec<Duration> = join_all(tasks).await.into_iter().flat_map(|r| r.expect("worker")).collect();
-    Figures { label: label.to_owned(), calls, elapsed: started.elapsed(), latencies }
+    let latencies: Vec<Duration> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(|r| r.expect("worker"))
+        .collect();
+    Figures {
+        label: label.to_owned(),
+        calls,
+        elapsed: started.elapsed(),
+        latencies,
+    }
 }
 
 async fn bare_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (_, health) = tonic_health::server::health_reporter();
     tokio::spawn(
@@ -79,7 +90,10 @@ async fn leads_phase(backend: Backend, calls: usize, results: &mut Vec<Figures>)
     let mut settings = settings_for(&db.url);
     settings.database.max_connections = 16;
     let running = spawn_leads(db, settings).await;
-    let client = LeadsServiceClient::with_interceptor(channel(running.port).await, Bearer(Some(token(&["admin"]))));
+    let client = LeadsServiceClient::with_interceptor(
+        channel(running.port).await,
+        Bearer(Some(token(&["admin"]))),
+    );
     let run = uuid::Uuid::new_v4().simple().to_string();
     let create = {
         let client = client.clone();
@@ -88,15 +102,28 @@ async fn leads_phase(backend: Backend, calls: usize, results: &mut Vec<Figures>)
             let mut client = client.clone();
             let email = format!("bench-{run}-{i}@example.jp");
             async move {
-                let lead = Lead { email, family_name: "山田".into(), ..Default::default() };
-                client.create_lead(CreateLeadRequest { lead: Some(lead), ..Default::default() }).await.expect("create");
+                let lead = Lead {
+                    email,
+                    family_name: "山田".into(),
+                    ..Default::default()
+                };
+                client
+                    .create_lead(CreateLeadRequest {
+                        lead: Some(lead),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("create");
             }
         }
     };
     results.push(measure(&format!("CreateLead ({backend:?})"), calls, create).await);
     let mut probe = client.clone();
     let names: Vec<String> = probe
-        .list_leads(kizuna_proto::leads::ListLeadsRequest { page_size: 1000, ..Default::default() })
+        .list_leads(kizuna_proto::leads::ListLeadsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .expect("list")
         .into_inner()
@@ -117,7 +144,10 @@ async fn leads_phase(backend: Backend, calls: usize, results: &mut Vec<Figures>)
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let calls: usize = std::env::var("KIZUNA_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    let calls: usize = std::env::var("KIZUNA_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
     let mut results = Vec::new();
 
     let port = bare_server().await;
@@ -125,7 +155,12 @@ async fn main() {
     let bare = move |_: usize| {
         let mut health = health.clone();
         async move {
-            health.check(HealthCheckRequest { service: String::new() }).await.expect("check");
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("check");
         }
     };
     results.push(measure("bare tonic (health Check)", calls, bare.clone()).await);

@@ -36,15 +36,15 @@ pub enum Backend {
 /// `body_fn: async fn(Backend)`.
 #[macro_export]
 macro_rules! both_backends {
-    ($name:ident, $body:path) => {
+    ($name:ident, $body:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                $body($crate::Backend::Sqlite).await
+                super::$body($crate::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                $body($crate::Backend::Postgres).await
+                super::$body($crate::Backend::Postgres).await
             }
         }
     };
@@ -77,11 +77,19 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}/test.db", dir.path().display());
-                Some(Self { url, pg_name: None, _dir: Some(dir) })
+                Some(Self {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                })
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url();
-                let connect = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await;
+                let connect = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    sqlx::PgConnection::connect(&admin),
+                )
+                .await;
                 let mut conn = match connect {
                     Ok(Ok(conn)) => conn,
                     other => {
@@ -89,7 +97,10 @@ impl TestDb {
                             Ok(Err(e)) => e.to_string(),
                             _ => "timed out".into(),
                         };
-                        assert!(!postgres_required(), "PostgreSQL is required but unreachable at {admin}: {why}");
+                        assert!(
+                            !postgres_required(),
+                            "PostgreSQL is required but unreachable at {admin}: {why}"
+                        );
                         eprintln!("skipping the PostgreSQL variant: {admin} unreachable ({why})");
                         return None;
                     }
@@ -99,8 +110,14 @@ impl TestDb {
                     .execute(&mut conn)
                     .await
                     .expect("create test database");
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
-                Some(Self { url: format!("{base}/{name}"), pg_name: Some(name), _dir: None })
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(base, _)| base);
+                Some(Self {
+                    url: format!("{base}/{name}"),
+                    pg_name: Some(name),
+                    _dir: None,
+                })
             }
         }
     }
@@ -108,17 +125,26 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop the database from a thread of its own: Drop cannot await, and the test's runtime
         // may be shutting down.
         let admin = postgres_admin_url();
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             runtime.block_on(async move {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })
@@ -145,9 +171,14 @@ pub fn settings_for(url: &str) -> Settings {
 pub struct Bearer(pub Option<String>);
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
-            let value = format!("Bearer {token}").parse().map_err(|_| tonic::Status::internal("bad token"))?;
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("bad token"))?;
             request.metadata_mut().insert("authorization", value);
         }
         Ok(request)
@@ -164,12 +195,18 @@ pub fn authority() -> Authenticator {
 
 /// A token with `scopes`, valid for an hour.
 pub fn token(scopes: &[&str]) -> String {
-    authority().issue("test", scopes, Duration::from_secs(3600)).expect("token")
+    authority()
+        .issue("test", scopes, Duration::from_secs(3600))
+        .expect("token")
 }
 
 /// A plaintext channel to `port` on loopback.
 pub async fn channel(port: u16) -> Channel {
-    Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await.expect("connect")
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
 }
 
 /// One running service.
@@ -190,7 +227,10 @@ impl Running {
     pub async fn stop(self) -> TestDb {
         self.shutdown.trigger();
         let result = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
-        result.expect("service stops in time").expect("join").expect("service ran cleanly");
+        result
+            .expect("service stops in time")
+            .expect("join")
+            .expect("service ran cleanly");
         self.db
     }
 }
@@ -203,7 +243,12 @@ macro_rules! spawn_fn {
             let port = app.port();
             let shutdown = app.shutdown();
             let handle = tokio::spawn(app.run_until_stopped(std::future::pending()));
-            Running { port, shutdown, handle, db }
+            Running {
+                port,
+                shutdown,
+                handle,
+                db,
+            }
         }
     };
 }
@@ -236,33 +281,58 @@ impl Suite {
         let deals_db = TestDb::create(backend).await?;
         let accounts_db = TestDb::create(backend).await?;
         let gateway_db = TestDb::create(backend).await?;
-        let leads = spawn_leads(leads_db.clone_url(), settings_for(&leads_db.url)).await.with_db(leads_db);
-        let deals = spawn_deals(deals_db.clone_url(), settings_for(&deals_db.url)).await.with_db(deals_db);
-        let accounts =
-            spawn_accounts(accounts_db.clone_url(), settings_for(&accounts_db.url)).await.with_db(accounts_db);
+        let leads = spawn_leads(leads_db.clone_url(), settings_for(&leads_db.url))
+            .await
+            .with_db(leads_db);
+        let deals = spawn_deals(deals_db.clone_url(), settings_for(&deals_db.url))
+            .await
+            .with_db(deals_db);
+        let accounts = spawn_accounts(accounts_db.clone_url(), settings_for(&accounts_db.url))
+            .await
+            .with_db(accounts_db);
         let mut gateway_settings = settings_for(&gateway_db.url);
         gateway_settings.gateway.leads_url = format!("http://127.0.0.1:{}", leads.port);
         gateway_settings.gateway.deals_url = format!("http://127.0.0.1:{}", deals.port);
         gateway_settings.gateway.accounts_url = format!("http://127.0.0.1:{}", accounts.port);
-        let gateway = spawn_gateway(gateway_db.clone_url(), gateway_settings).await.with_db(gateway_db);
-        Some(Self { leads, deals, accounts, gateway, token: token(&["admin"]) })
+        let gateway = spawn_gateway(gateway_db.clone_url(), gateway_settings)
+            .await
+            .with_db(gateway_db);
+        Some(Self {
+            leads,
+            deals,
+            accounts,
+            gateway,
+            token: token(&["admin"]),
+        })
     }
 
     /// An admin leads client.
     pub async fn leads(&self) -> LeadsServiceClient<Authed> {
-        LeadsServiceClient::with_interceptor(channel(self.leads.port).await, Bearer(Some(self.token.clone())))
+        LeadsServiceClient::with_interceptor(
+            channel(self.leads.port).await,
+            Bearer(Some(self.token.clone())),
+        )
     }
     /// An admin deals client.
     pub async fn deals(&self) -> DealsServiceClient<Authed> {
-        DealsServiceClient::with_interceptor(channel(self.deals.port).await, Bearer(Some(self.token.clone())))
+        DealsServiceClient::with_interceptor(
+            channel(self.deals.port).await,
+            Bearer(Some(self.token.clone())),
+        )
     }
     /// An admin accounts client.
     pub async fn accounts(&self) -> AccountsServiceClient<Authed> {
-        AccountsServiceClient::with_interceptor(channel(self.accounts.port).await, Bearer(Some(self.token.clone())))
+        AccountsServiceClient::with_interceptor(
+            channel(self.accounts.port).await,
+            Bearer(Some(self.token.clone())),
+        )
     }
     /// An admin gateway client.
     pub async fn gateway(&self) -> GatewayServiceClient<Authed> {
-        GatewayServiceClient::with_interceptor(channel(self.gateway.port).await, Bearer(Some(self.token.clone())))
+        GatewayServiceClient::with_interceptor(
+            channel(self.gateway.port).await,
+            Bearer(Some(self.token.clone())),
+        )
     }
 
     /// Stops every service.
@@ -277,7 +347,11 @@ impl TestDb {
     /// A placeholder handle carrying only the URL; the real handle is attached with
     /// [`Running::with_db`] so the database outlives the service.
     fn clone_url(&self) -> TestDb {
-        TestDb { url: self.url.clone(), pg_name: None, _dir: None }
+        TestDb {
+            url: self.url.clone(),
+            pg_name: None,
+            _dir: None,
+        }
     }
 }
 
@@ -301,5 +375,9 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
 /// The `ErrorInfo` reason of a status.
 pub fn reason(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
 }

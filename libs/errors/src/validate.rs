@@ -70,7 +70,8 @@ impl Validator {
 
     /// An e-mail address, when present.
     pub fn email(&mut self, field: &str, value: &str) -> &mut Self {
-        if !value.is_empty() && !looks_like_email(value) {
+        // Full-width input (ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ) is accepted as its NFKC form.
+        if !value.is_empty() && !looks_like_email(&kizuna_normalize::text_key(value)) {
             self.violation(field, "is not an e-mail address");
         }
         self.max_chars(field, value, 254)

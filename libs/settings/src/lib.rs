@@ -252,6 +252,9 @@ impl Settings {
                 "must be an IP address such as 0.0.0.0 or 127.0.0.1",
             );
         }
+        if self.gateway.upstream_timeout_ms == 0 {
+            return invalid("gateway.upstream_timeout_ms", "must be at least 1");
+        }
         for (key, value) in [
             ("gateway.leads_url", &self.gateway.leads_url),
             ("gateway.deals_url", &self.gateway.deals_url),

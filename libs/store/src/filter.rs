@@ -318,7 +318,9 @@ impl Parser<'_> {
         let bad = |message: String| FilterError { position, message };
         let value = match column.kind {
             ColumnKind::Text => Value::Text(raw.to_owned()),
-            ColumnKind::Enum => Value::Text(raw.strip_prefix(column.prefix).unwrap_or(raw).to_owned()),
+            ColumnKind::Enum => {
+                Value::Text(raw.strip_prefix(column.prefix).unwrap_or(raw).to_owned())
+            }
             ColumnKind::Int => Value::Int(match raw {
                 "true" => 1,
                 "false" => 0,

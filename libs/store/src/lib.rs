@@ -113,7 +113,9 @@ fn bad_name<T: Table>(field: &str) -> ApiError {
 
 /// INVALID_ARGUMENT on `field` unless `name` is a well-formed name of a `T` resource.
 pub fn require_name<T: Table>(name: &str, field: &str) -> Result<(), ApiError> {
-    parse_name::<T>(name).map(|_| ()).ok_or_else(|| bad_name::<T>(field))
+    parse_name::<T>(name)
+        .map(|_| ())
+        .ok_or_else(|| bad_name::<T>(field))
 }
 
 /// A service's store: its database, outbox notifier and the stop signal for streams.
@@ -179,13 +181,15 @@ impl Store {
     pub async fn list<T: Table>(&self, query: &ListQuery) -> Result<Page<T::Message>, ApiError> {
         let limit = page::page_size(query.page_size)?;
         let mut lengths = Validator::new();
-        lengths.max_chars("filter", &query.filter, page::MAX_FILTER_CHARS).max_chars(
-            "order_by",
-            &query.order_by,
-            page::MAX_ORDER_BY_CHARS,
-        );
+        lengths
+            .max_chars("filter", &query.filter, page::MAX_FILTER_CHARS)
+            .max_chars("order_by", &query.order_by, page::MAX_ORDER_BY_CHARS);
         lengths.finish()?;
-        let order_by = if query.order_by.trim().is_empty() { T::DEFAULT_ORDER } else { query.order_by.as_str() };
+        let order_by = if query.order_by.trim().is_empty() {
+            T::DEFAULT_ORDER
+        } else {
+            query.order_by.as_str()
+        };
         let order = page::parse_order(order_by, T::COLUMNS)?;
         let hash = page::query_hash(T::TABLE, query);
         let after = page::decode_token(&query.page_token, &hash, order.column)?;
@@ -390,7 +394,10 @@ async fn recall_on<T: Table>(
         return Ok(None);
     }
     if request_id.chars().count() > MAX_REQUEST_ID_CHARS {
-        return Err(ApiError::invalid("request_id", format!("must be at most {MAX_REQUEST_ID_CHARS} characters")));
+        return Err(ApiError::invalid(
+            "request_id",
+            format!("must be at most {MAX_REQUEST_ID_CHARS} characters"),
+        ));
     }
     let row = sqlx::query("SELECT response FROM idempotency WHERE request_id = $1 AND method = $2")
         .bind(request_id)

@@ -15,6 +15,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// What the OpenTelemetry layers record: INFO and above, minus the transport's own internals.
+const TRACE_DIRECTIVE: &str =
+    "info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off,sqlx=warn";
+
 /// Telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -101,7 +105,7 @@ pub fn init(
     };
 
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log_level.clone());
-    let filter =
+    let log_filter =
         EnvFilter::try_new(&directive).map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let fmt_layer = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -109,21 +113,25 @@ pub fn init(
             .with_current_span(true)
             .with_span_list(true)
             .with_writer(std::io::stderr)
+            .with_filter(log_filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_filter(log_filter)
             .boxed(),
     };
+    // Spans are kept at INFO whatever the log level, so traces (and the trace context written
+    // into outbox events) do not depend on how chatty the logs are.
+    let trace_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(EnvFilter::new(TRACE_DIRECTIVE));
     // Log records exported over OTLP skip the exporter's own crates to avoid feedback loops.
     let bridge = logger_provider.as_ref().map(|provider| {
-        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(
-            "info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off",
-        ))
+        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(TRACE_DIRECTIVE))
     });
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(fmt_layer)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(trace_layer)
         .with(bridge)
         .try_init();
     Ok(TelemetryGuard {

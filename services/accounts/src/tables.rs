@@ -8,7 +8,7 @@ use kizuna_store::table::enum_short_name;
 use kizuna_store::{Column, Table, Value, standard_meta};
 use prost_types::Timestamp;
 
-use crate::accounts::normalize::{email_key, phone_key};
+use kizuna_normalize::{email_key, phone_key};
 
 /// `accounts/{account}`.
 #[derive(Debug)]

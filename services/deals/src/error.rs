@@ -73,13 +73,3 @@ impl From<Error> for tonic::Status {
 
 /// Result of a deals operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Longest accepted `request_id` (AIP-155).
-pub const MAX_REQUEST_ID_CHARS: usize = 100;
-
-/// INVALID_ARGUMENT when `request_id` is longer than [`MAX_REQUEST_ID_CHARS`].
-pub fn check_request_id(request_id: &str) -> Result<(), ApiError> {
-    kizuna_errors::Validator::new()
-        .max_chars("request_id", request_id, MAX_REQUEST_ID_CHARS)
-        .finish()
-}

@@ -1,14 +1,15 @@
 //! How deals resources map onto their tables: indexed columns for filters and ordering.
 //!
 //! Filter and order names follow the proto field paths (`amount.amount_minor`,
-//! `expected_close_date`); enums are stored by their short names (`state = WON`).
+//! `expected_close_date`); enums are stored by their short names and filters take either form
+//! (`state = WON`, `state = STATE_WON`).
 
 use kizuna_proto::deals::{Contact, Deal, Pipeline, deal};
 use kizuna_proto::types::Date;
 use kizuna_store::table::enum_short_name;
-use kizuna_store::{Column, ColumnKind, Table, Value, standard_meta};
+use kizuna_store::{Column, Table, Value, standard_meta};
 
-use crate::contacts::normalize::{email_key, phone_key};
+use kizuna_normalize::{email_key, phone_key};
 
 /// `pipelines/{pipeline}`.
 #[derive(Debug)]
@@ -50,24 +51,21 @@ impl Table for Deals {
         Column::text("display_name"),
         Column::text("pipeline"),
         Column::text("stage"),
-        Column::enumeration("state"),
+        Column::enumeration("state").prefixed("STATE_"),
         Column::text("owner"),
         Column::text("lead"),
         Column::text("account"),
         Column {
             field: "amount.amount_minor",
-            sql: "amount_minor",
-            kind: ColumnKind::Int,
+            ..Column::int("amount_minor")
         },
         Column {
             field: "amount.currency_code",
-            sql: "currency_code",
-            kind: ColumnKind::Text,
+            ..Column::text("currency_code")
         },
         Column {
             field: "expected_close_date",
-            sql: "expected_close",
-            kind: ColumnKind::Time,
+            ..Column::time("expected_close")
         },
         Column::float("probability"),
         Column::time("close_time"),

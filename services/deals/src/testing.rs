@@ -37,7 +37,7 @@ pub(crate) use both_backends;
 /// A store over a fresh, migrated database; keep the whole value alive for the test.
 pub(crate) struct TestStore {
     pub store: Store,
-    _stop: tokio::sync::watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     _dir: Option<tempfile::TempDir>,
     pg_name: Option<String>,
 }
@@ -96,7 +96,7 @@ pub(crate) async fn store(backend: Backend) -> Option<TestStore> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     Some(TestStore {
         store: Store::new(db, crate::SERVICE, stopping),
-        _stop: stop,
+        stop,
         _dir: dir,
         pg_name,
     })
@@ -107,7 +107,7 @@ impl Drop for TestStore {
         let Some(name) = self.pg_name.take() else {
             return;
         };
-        let pool = self.store.db().pool().clone();
+        let _ = self.stop.send(true);
         let admin = admin_url();
         // Drop cannot await and the test's runtime may be ending: use a thread of its own.
         let _ = std::thread::spawn(move || {
@@ -118,7 +118,7 @@ impl Drop for TestStore {
                 return;
             };
             runtime.block_on(async move {
-                pool.close().await;
+                // FORCE ends the test's own connections, still open in the test's runtime.
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

@@ -167,7 +167,7 @@ async fn a_deal_goes_from_first_stage_to_won_with_its_events(backend: Backend) {
 
     let page = s
         .list::<Deals>(&ListQuery {
-            filter: "state = WON AND amount.amount_minor >= 1000000 AND expected_close_date < \"2026-04-01\"".into(),
+            filter: "state = STATE_WON AND amount.amount_minor >= 1000000 AND expected_close_date < \"2026-04-01\"".into(),
             order_by: "expected_close_date desc".into(),
             ..ListQuery::default()
         })

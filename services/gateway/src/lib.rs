@@ -12,7 +12,6 @@
 
 pub mod error;
 pub mod grpc;
-pub mod listing;
 pub mod migrations;
 pub mod subjects;
 pub mod tables;

@@ -5,9 +5,10 @@ use kizuna_proto::types::LifecycleStage;
 use kizuna_store::table::enum_short_name;
 use kizuna_store::{Column, Table, Value, standard_meta};
 
-use crate::subjects::normalize::{email_key, phone_key};
+use kizuna_normalize::{email_key, phone_key};
 
-/// The prefix of every `LifecycleStage` value name.
+/// The prefix of every `LifecycleStage` value name; filters may write it (`LIFECYCLE_STAGE_MQL`)
+/// or leave it out (`MQL`, as stored).
 pub const STAGE_PREFIX: &str = "LIFECYCLE_STAGE_";
 
 /// The short stored name of a lifecycle stage, e.g. `MQL` (empty for unknown numbers).
@@ -18,7 +19,8 @@ pub fn stage_name(stage: i32) -> String {
 }
 
 /// The stored form of a subject's deals: their names separated by single spaces, so
-/// `deals:"deals/42"` finds the subjects linking that deal.
+/// `deals:"deals/42"` finds the subjects linking that deal. (`:` is a substring match here: it
+/// also finds `deals/420`; the store has no "repeated field has" operator yet.)
 pub fn deals_column(deals: &[String]) -> String {
     deals.join(" ")
 }
@@ -44,7 +46,7 @@ impl Table for Subjects {
         Column::text("lead"),
         Column::text("deals"),
         Column::text("account"),
-        Column::enumeration("stage"),
+        Column::enumeration("stage").prefixed(STAGE_PREFIX),
     ];
 
     fn values(subject: &Subject) -> Vec<Value> {
@@ -76,9 +78,10 @@ impl Table for Transitions {
     const PARENT: Option<&'static str> = Some("subjects");
     const EVENT_PREFIX: &'static str = "transition";
     const PROTO_NAME: &'static str = "kizuna.gateway.v1.Transition";
+    const DEFAULT_ORDER: &'static str = "transition_time desc";
     const COLUMNS: &'static [Column] = &[
-        Column::enumeration("from_stage"),
-        Column::enumeration("to_stage"),
+        Column::enumeration("from_stage").prefixed(STAGE_PREFIX),
+        Column::enumeration("to_stage").prefixed(STAGE_PREFIX),
         Column::text("cause_service"),
         Column::text("cause_event_type"),
         Column::int("cause_event_sequence"),

@@ -14,7 +14,11 @@ use kizuna_settings::{LogFormat, Secret, Settings};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "kizuna", version, about = "Kizuna: MA -> SFA -> CRM as gRPC services")]
+#[command(
+    name = "kizuna",
+    version,
+    about = "Kizuna: MA -> SFA -> CRM as gRPC services"
+)]
 struct Cli {
     /// A TOML settings file (also `KIZUNA_CONFIG`); `KIZUNA__...` variables override it.
     #[arg(long, global = true)]
@@ -92,10 +96,19 @@ pub async fn run() -> ExitCode {
         Err(error) => return config_error(&error),
     };
     match cli.command {
-        Command::Up { data_dir, host, port } => up(settings, &data_dir, &host, port).await,
+        Command::Up {
+            data_dir,
+            host,
+            port,
+        } => up(settings, &data_dir, &host, port).await,
         Command::Serve { service } => serve(settings, service).await,
         Command::Migrate { service } => migrate(settings, service).await,
-        Command::Token { scopes, subject, ttl_hours, data_dir } => token(settings, &scopes, &subject, ttl_hours, &data_dir),
+        Command::Token {
+            scopes,
+            subject,
+            ttl_hours,
+            data_dir,
+        } => token(settings, &scopes, &subject, ttl_hours, &data_dir),
     }
 }
 
@@ -114,7 +127,10 @@ async fn serve(settings: Settings, service: ServiceName) -> ExitCode {
     if let Err(error) = settings.validate() {
         return config_error(&error);
     }
-    let guard = match kizuna_telemetry::init(&format!("kizuna-{}", service.as_str()), &settings.telemetry) {
+    let guard = match kizuna_telemetry::init(
+        &format!("kizuna-{}", service.as_str()),
+        &settings.telemetry,
+    ) {
         Ok(guard) => guard,
         Err(error) => return config_error(&error),
     };
@@ -132,20 +148,44 @@ async fn serve(settings: Settings, service: ServiceName) -> ExitCode {
     }
 }
 
-async fn run_leads(settings: &Settings, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    kizuna_leads::Application::build(settings).await?.run_until_stopped(signal).await
+async fn run_leads(
+    settings: &Settings,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    kizuna_leads::Application::build(settings)
+        .await?
+        .run_until_stopped(signal)
+        .await
 }
 
-async fn run_deals(settings: &Settings, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    kizuna_deals::Application::build(settings).await?.run_until_stopped(signal).await
+async fn run_deals(
+    settings: &Settings,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    kizuna_deals::Application::build(settings)
+        .await?
+        .run_until_stopped(signal)
+        .await
 }
 
-async fn run_accounts(settings: &Settings, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    kizuna_accounts::Application::build(settings).await?.run_until_stopped(signal).await
+async fn run_accounts(
+    settings: &Settings,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    kizuna_accounts::Application::build(settings)
+        .await?
+        .run_until_stopped(signal)
+        .await
 }
 
-async fn run_gateway(settings: &Settings, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    kizuna_gateway::Application::build(settings).await?.run_until_stopped(signal).await
+async fn run_gateway(
+    settings: &Settings,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    kizuna_gateway::Application::build(settings)
+        .await?
+        .run_until_stopped(signal)
+        .await
 }
 
 async fn migrate(settings: Settings, service: ServiceName) -> ExitCode {
@@ -168,7 +208,11 @@ async fn migrate(settings: Settings, service: ServiceName) -> ExitCode {
 }
 
 /// The HS256 key `up` uses: the configured one, or one kept in `<data_dir>/signing.key`.
-fn local_signing_key(settings: &Settings, data_dir: &Path, create: bool) -> std::io::Result<Option<Secret>> {
+fn local_signing_key(
+    settings: &Settings,
+    data_dir: &Path,
+    create: bool,
+) -> std::io::Result<Option<Secret>> {
     if !settings.auth.signing_key.is_empty() {
         return Ok(Some(settings.auth.signing_key.clone()));
     }
@@ -191,7 +235,11 @@ fn local_signing_key(settings: &Settings, data_dir: &Path, create: bool) -> std:
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents.as_bytes())
 }
 
@@ -200,17 +248,33 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
-fn token(settings: Settings, scopes: &str, subject: &str, ttl_hours: u64, data_dir: &Path) -> ExitCode {
+fn token(
+    settings: Settings,
+    scopes: &str,
+    subject: &str,
+    ttl_hours: u64,
+    data_dir: &Path,
+) -> ExitCode {
     let key = match local_signing_key(&settings, data_dir, false) {
         Ok(Some(key)) => key,
         Ok(None) => {
-            return config_error(&"auth.signing_key is not set and no key was found in the data folder; run `kizuna up` once or set KIZUNA__AUTH__SIGNING_KEY");
+            return config_error(
+                &"auth.signing_key is not set and no key was found in the data folder; run `kizuna up` once or set KIZUNA__AUTH__SIGNING_KEY",
+            );
         }
         Err(error) => return failure("cannot read the signing key", &error),
     };
-    let authenticator = Authenticator::new(key.expose().as_bytes(), &settings.auth.issuer, &settings.auth.audience);
+    let authenticator = Authenticator::new(
+        key.expose().as_bytes(),
+        &settings.auth.issuer,
+        &settings.auth.audience,
+    );
     let scopes: Vec<&str> = scopes.split([' ', ',']).filter(|s| !s.is_empty()).collect();
-    match authenticator.issue(subject, &scopes, Duration::from_secs(ttl_hours.saturating_mul(3600))) {
+    match authenticator.issue(
+        subject,
+        &scopes,
+        Duration::from_secs(ttl_hours.saturating_mul(3600)),
+    ) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS
@@ -250,7 +314,11 @@ fn for_service(settings: &Settings, data_dir: &Path, service: &str, port: u16) -
 }
 
 fn offset(port: u16, by: u16) -> u16 {
-    if port == 0 { 0 } else { port.saturating_add(by) }
+    if port == 0 {
+        0
+    } else {
+        port.saturating_add(by)
+    }
 }
 
 /// Builds the four applications (domain services first, so the gateway knows their ports) and
@@ -261,21 +329,50 @@ async fn all_in_one(settings: Settings, data_dir: &Path, port: u16) -> Result<()
         eprintln!("kizuna: configuration error: {error}");
         std::process::exit(i32::from(EXIT_CONFIG));
     }
-    let leads = kizuna_leads::Application::build(&for_service(&settings, data_dir, "leads", offset(port, 1))).await?;
-    let deals = kizuna_deals::Application::build(&for_service(&settings, data_dir, "deals", offset(port, 2))).await?;
-    let accounts =
-        kizuna_accounts::Application::build(&for_service(&settings, data_dir, "accounts", offset(port, 3))).await?;
+    let leads = kizuna_leads::Application::build(&for_service(
+        &settings,
+        data_dir,
+        "leads",
+        offset(port, 1),
+    ))
+    .await?;
+    let deals = kizuna_deals::Application::build(&for_service(
+        &settings,
+        data_dir,
+        "deals",
+        offset(port, 2),
+    ))
+    .await?;
+    let accounts = kizuna_accounts::Application::build(&for_service(
+        &settings,
+        data_dir,
+        "accounts",
+        offset(port, 3),
+    ))
+    .await?;
     let mut gateway_settings = for_service(&settings, data_dir, "gateway", port);
-    let host = if settings.server.host == "0.0.0.0" { "127.0.0.1" } else { settings.server.host.as_str() };
+    let host = if settings.server.host == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        settings.server.host.as_str()
+    };
     gateway_settings.gateway.leads_url = format!("http://{host}:{}", leads.port());
     gateway_settings.gateway.deals_url = format!("http://{host}:{}", deals.port());
     gateway_settings.gateway.accounts_url = format!("http://{host}:{}", accounts.port());
     let gateway = kizuna_gateway::Application::build(&gateway_settings).await?;
 
-    let authenticator =
-        Authenticator::new(settings.auth.signing_key.expose().as_bytes(), &settings.auth.issuer, &settings.auth.audience);
-    let token = authenticator.issue("admin", &["admin"], Duration::from_secs(24 * 3600)).unwrap_or_default();
-    println!("Kizuna is up (all-in-one, SQLite files in {}):", data_dir.display());
+    let authenticator = Authenticator::new(
+        settings.auth.signing_key.expose().as_bytes(),
+        &settings.auth.issuer,
+        &settings.auth.audience,
+    );
+    let token = authenticator
+        .issue("admin", &["admin"], Duration::from_secs(24 * 3600))
+        .unwrap_or_default();
+    println!(
+        "Kizuna is up (all-in-one, SQLite files in {}):",
+        data_dir.display()
+    );
     println!("  gateway   {host}:{}", gateway.port());
     println!("  leads     {host}:{}", leads.port());
     println!("  deals     {host}:{}", deals.port());

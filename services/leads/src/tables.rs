@@ -5,7 +5,7 @@ use kizuna_proto::types::LifecycleStage;
 use kizuna_store::table::enum_short_name;
 use kizuna_store::{Column, Table, Value, standard_meta};
 
-use crate::capture::normalize::{email_key, phone_key};
+use kizuna_normalize::{email_key, phone_key};
 
 /// `leads/{lead}`.
 #[derive(Debug)]
@@ -83,10 +83,11 @@ impl Table for Activities {
     const EVENT_PREFIX: &'static str = "activity";
     const PROTO_NAME: &'static str = "kizuna.leads.v1.Activity";
     const COLUMNS: &'static [Column] = &[
-        Column::enumeration("kind"),
+        Column::enumeration("kind").prefixed("ACTIVITY_KIND_"),
         Column::text("url"),
         Column::time("occur_time"),
     ];
+    const DEFAULT_ORDER: &'static str = "occur_time desc";
 
     fn values(activity: &Activity) -> Vec<Value> {
         let kind = ActivityKind::try_from(activity.kind)
@@ -117,7 +118,7 @@ impl Table for ScoringModels {
     const PROTO_NAME: &'static str = "kizuna.leads.v1.ScoringModel";
     const COLUMNS: &'static [Column] = &[
         Column::text("display_name"),
-        Column::enumeration("state"),
+        Column::enumeration("state").prefixed("STATE_"),
         Column::int("revision"),
     ];
 

@@ -12,21 +12,30 @@ const WRITERS: usize = 4;
 const PER_WRITER: usize = 15;
 
 async fn resumable_in_commit_order(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else { return };
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let suite_port = suite.leads.port;
             let token = suite.token.clone();
             tokio::spawn(async move {
-                let mut client = kizuna_proto::leads::leads_service_client::LeadsServiceClient::with_interceptor(
-                    kizuna_tests::channel(suite_port).await,
-                    kizuna_tests::Bearer(Some(token)),
-                );
+                let mut client =
+                    kizuna_proto::leads::leads_service_client::LeadsServiceClient::with_interceptor(
+                        kizuna_tests::channel(suite_port).await,
+                        kizuna_tests::Bearer(Some(token)),
+                    );
                 let mut names = Vec::new();
                 for i in 0..PER_WRITER {
-                    let lead = Lead { email: format!("w{w}-{i}@example.jp"), ..Default::default() };
+                    let lead = Lead {
+                        email: format!("w{w}-{i}@example.jp"),
+                        ..Default::default()
+                    };
                     let created = client
-                        .create_lead(CreateLeadRequest { lead: Some(lead), ..Default::default() })
+                        .create_lead(CreateLeadRequest {
+                            lead: Some(lead),
+                            ..Default::default()
+                        })
                         .await
                         .expect("create")
                         .into_inner();
@@ -45,9 +54,16 @@ async fn resumable_in_commit_order(backend: Backend) {
     let total = WRITERS * PER_WRITER;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < total {
-        assert!(tokio::time::Instant::now() < deadline, "only {} of {total} events arrived", seen.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {total} events arrived",
+            seen.len()
+        );
         let mut stream = client
-            .watch_events(WatchEventsRequest { after_sequence: cursor, types: vec!["lead.created".into()] })
+            .watch_events(WatchEventsRequest {
+                after_sequence: cursor,
+                types: vec!["lead.created".into()],
+            })
             .await
             .expect("watch")
             .into_inner();
@@ -55,8 +71,15 @@ async fn resumable_in_commit_order(backend: Backend) {
             match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
                 Ok(Some(item)) => {
                     let event = item.expect("event").event.expect("event body");
-                    assert!(event.sequence > cursor, "sequence {} after cursor {cursor}", event.sequence);
-                    assert!(!event.traceparent.is_empty(), "events carry the trace context of their request");
+                    assert!(
+                        event.sequence > cursor,
+                        "sequence {} after cursor {cursor}",
+                        event.sequence
+                    );
+                    assert!(
+                        !event.traceparent.is_empty(),
+                        "events carry the trace context of their request"
+                    );
                     assert_eq!(event.service, "leads");
                     cursor = event.sequence;
                     seen.push((event.sequence, event.subject));
@@ -75,29 +98,53 @@ async fn resumable_in_commit_order(backend: Backend) {
     }
     let subjects: HashSet<_> = seen.iter().map(|(_, s)| s.clone()).collect();
     assert_eq!(subjects.len(), seen.len(), "no event was delivered twice");
-    assert_eq!(subjects, created, "every created lead's event was delivered");
-    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "delivered in sequence order");
+    assert_eq!(
+        subjects, created,
+        "every created lead's event was delivered"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "delivered in sequence order"
+    );
 
     // Replaying from an earlier cursor gives the same events again, in the same order.
     let mut replay = client
-        .watch_events(WatchEventsRequest { after_sequence: 0, types: vec!["lead.created".into()] })
+        .watch_events(WatchEventsRequest {
+            after_sequence: 0,
+            types: vec!["lead.created".into()],
+        })
         .await
         .expect("watch")
         .into_inner();
     for (sequence, subject) in seen.iter().take(5) {
-        let event = replay.next().await.expect("item").expect("ok").event.expect("event");
+        let event = replay
+            .next()
+            .await
+            .expect("item")
+            .expect("ok")
+            .event
+            .expect("event");
         assert_eq!((&event.sequence, &event.subject), (sequence, subject));
     }
     drop(replay);
 
     // A new event reaches a waiting watcher promptly (pushed, not polled on a slow timer).
     let mut live = client
-        .watch_events(WatchEventsRequest { after_sequence: cursor, types: vec![] })
+        .watch_events(WatchEventsRequest {
+            after_sequence: cursor,
+            types: vec![],
+        })
         .await
         .expect("watch")
         .into_inner();
     let created = client
-        .create_lead(CreateLeadRequest { lead: Some(Lead { email: "live@example.jp".into(), ..Default::default() }), ..Default::default() })
+        .create_lead(CreateLeadRequest {
+            lead: Some(Lead {
+                email: "live@example.jp".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
         .await
         .expect("create")
         .into_inner();

@@ -1,6 +1,7 @@
 //! Leads: create/read/list/update/delete, validation that changes nothing, idempotency, etags,
 //! duplicate detection and paging.
 
+use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
 use kizuna_proto::leads::*;
 use kizuna_proto::types::{Channel, Consent, ConsentState};
 use kizuna_tests::{Backend, Suite, both_backends, reason, violated_fields};
@@ -8,7 +9,12 @@ use prost_types::FieldMask;
 use tonic::Code;
 
 fn lead(email: &str) -> Lead {
-    Lead { email: email.into(), given_name: "太郎".into(), family_name: "山田".into(), ..Default::default() }
+    Lead {
+        email: email.into(),
+        given_name: "太郎".into(),
+        family_name: "山田".into(),
+        ..Default::default()
+    }
 }
 
 async fn count(client: &mut LeadsServiceClient<kizuna_tests::Authed>) -> usize {
@@ -16,7 +22,11 @@ async fn count(client: &mut LeadsServiceClient<kizuna_tests::Authed>) -> usize {
     let mut token = String::new();
     loop {
         let page = client
-            .list_leads(ListLeadsRequest { page_size: 100, page_token: token, ..Default::default() })
+            .list_leads(ListLeadsRequest {
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
             .await
             .expect("list")
             .into_inner();
@@ -29,61 +39,112 @@ async fn count(client: &mut LeadsServiceClient<kizuna_tests::Authed>) -> usize {
 }
 
 async fn crud_round_trip(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else { return };
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
     let mut client = suite.leads().await;
     let created = client
-        .create_lead(CreateLeadRequest { lead: Some(lead("taro@example.jp")), ..Default::default() })
+        .create_lead(CreateLeadRequest {
+            lead: Some(lead("taro@example.jp")),
+            ..Default::default()
+        })
         .await
         .expect("create")
         .into_inner();
     assert!(created.name.starts_with("leads/"), "{}", created.name);
-    assert_eq!(created.stage, kizuna_proto::types::LifecycleStage::Lead as i32);
+    assert_eq!(
+        created.stage,
+        kizuna_proto::types::LifecycleStage::Lead as i32
+    );
     assert!(!created.etag.is_empty());
-    let fetched = client.get_lead(GetLeadRequest { name: created.name.clone() }).await.expect("get").into_inner();
+    let fetched = client
+        .get_lead(GetLeadRequest {
+            name: created.name.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(fetched, created);
 
-    let mut patch = Lead { name: created.name.clone(), etag: created.etag.clone(), ..Default::default() };
+    let mut patch = Lead {
+        name: created.name.clone(),
+        etag: created.etag.clone(),
+        ..Default::default()
+    };
     patch.company = "絆商事".into();
     let updated = client
         .update_lead(UpdateLeadRequest {
             lead: Some(patch.clone()),
-            update_mask: Some(FieldMask { paths: vec!["company".into()] }),
+            update_mask: Some(FieldMask {
+                paths: vec!["company".into()],
+            }),
         })
         .await
         .expect("update")
         .into_inner();
     assert_eq!(updated.company, "絆商事");
-    assert_eq!(updated.email, "taro@example.jp", "fields outside the mask are kept");
+    assert_eq!(
+        updated.email, "taro@example.jp",
+        "fields outside the mask are kept"
+    );
     assert_ne!(updated.etag, created.etag);
 
     // The old etag is stale now: ABORTED, and nothing changes.
     patch.company = "Other".into();
     let stale = client
-        .update_lead(UpdateLeadRequest { lead: Some(patch), update_mask: Some(FieldMask { paths: vec!["company".into()] }) })
+        .update_lead(UpdateLeadRequest {
+            lead: Some(patch),
+            update_mask: Some(FieldMask {
+                paths: vec!["company".into()],
+            }),
+        })
         .await
         .expect_err("stale etag");
     assert_eq!(stale.code(), Code::Aborted);
     assert_eq!(reason(&stale), "ETAG_MISMATCH");
     let stale_delete = client
-        .delete_lead(DeleteLeadRequest { name: created.name.clone(), etag: created.etag.clone() })
+        .delete_lead(DeleteLeadRequest {
+            name: created.name.clone(),
+            etag: created.etag.clone(),
+        })
         .await
         .expect_err("stale etag on delete");
     assert_eq!(stale_delete.code(), Code::Aborted);
-    let after = client.get_lead(GetLeadRequest { name: created.name.clone() }).await.expect("get").into_inner();
+    let after = client
+        .get_lead(GetLeadRequest {
+            name: created.name.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(after.company, "絆商事");
 
-    client.delete_lead(DeleteLeadRequest { name: created.name.clone(), etag: updated.etag }).await.expect("delete");
-    let gone = client.get_lead(GetLeadRequest { name: created.name }).await.expect_err("deleted");
+    client
+        .delete_lead(DeleteLeadRequest {
+            name: created.name.clone(),
+            etag: updated.etag,
+        })
+        .await
+        .expect("delete");
+    let gone = client
+        .get_lead(GetLeadRequest { name: created.name })
+        .await
+        .expect_err("deleted");
     assert_eq!(gone.code(), Code::NotFound);
     suite.stop().await;
 }
 both_backends!(crud, crud_round_trip);
 
 async fn bad_input_changes_nothing(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else { return };
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
     let mut client = suite.leads().await;
     let existing = client
-        .create_lead(CreateLeadRequest { lead: Some(lead("hanako@example.jp")), ..Default::default() })
+        .create_lead(CreateLeadRequest {
+            lead: Some(lead("hanako@example.jp")),
+            ..Default::default()
+        })
         .await
         .expect("create")
         .into_inner();
@@ -91,14 +152,42 @@ async fn bad_input_changes_nothing(backend: Backend) {
     let long = "x".repeat(101);
     let cases: Vec<(&str, Option<Lead>, &str, &str)> = vec![
         ("missing lead", None, "", "lead"),
-        ("no email or phone", Some(Lead { given_name: "a".into(), ..Default::default() }), "", "lead.email"),
+        (
+            "no email or phone",
+            Some(Lead {
+                given_name: "a".into(),
+                ..Default::default()
+            }),
+            "",
+            "lead.email",
+        ),
         ("bad email", Some(lead("not-an-email")), "", "lead.email"),
-        ("bad phone", Some(Lead { phone: "call me maybe".into(), ..Default::default() }), "", "lead.phone"),
-        ("oversize name", Some(Lead { given_name: long.clone(), ..lead("a@example.jp") }), "", "lead.given_name"),
+        (
+            "bad phone",
+            Some(Lead {
+                phone: "call me maybe".into(),
+                ..Default::default()
+            }),
+            "",
+            "lead.phone",
+        ),
+        (
+            "oversize name",
+            Some(Lead {
+                given_name: long.clone(),
+                ..lead("a@example.jp")
+            }),
+            "",
+            "lead.given_name",
+        ),
         (
             "unknown consent channel",
             Some(Lead {
-                consents: vec![Consent { channel: 99, state: ConsentState::Granted as i32, ..Default::default() }],
+                consents: vec![Consent {
+                    channel: 99,
+                    state: ConsentState::Granted as i32,
+                    ..Default::default()
+                }],
                 ..lead("b@example.jp")
             }),
             "",
@@ -107,59 +196,149 @@ async fn bad_input_changes_nothing(backend: Backend) {
         (
             "unspecified consent state",
             Some(Lead {
-                consents: vec![Consent { channel: Channel::Email as i32, state: 0, ..Default::default() }],
+                consents: vec![Consent {
+                    channel: Channel::Email as i32,
+                    state: 0,
+                    ..Default::default()
+                }],
                 ..lead("c@example.jp")
             }),
             "",
             "lead.consents[0].state",
         ),
-        ("bad country", Some(Lead { country_code: "jpn".into(), ..lead("d@example.jp") }), "", "lead.country_code"),
-        ("bad id", Some(lead("e@example.jp")), "Not_Valid!", "lead_id"),
+        (
+            "bad country",
+            Some(Lead {
+                country_code: "jpn".into(),
+                ..lead("d@example.jp")
+            }),
+            "",
+            "lead.country_code",
+        ),
+        (
+            "bad id",
+            Some(lead("e@example.jp")),
+            "Not_Valid!",
+            "lead_id",
+        ),
     ];
     for (what, lead, lead_id, field) in cases {
         let error = client
-            .create_lead(CreateLeadRequest { lead, lead_id: lead_id.into(), ..Default::default() })
+            .create_lead(CreateLeadRequest {
+                lead,
+                lead_id: lead_id.into(),
+                ..Default::default()
+            })
             .await
             .expect_err(what);
         assert_eq!(error.code(), Code::InvalidArgument, "{what}: {error:?}");
-        assert!(violated_fields(&error).iter().any(|f| f == field), "{what}: {:?}", violated_fields(&error));
+        assert!(
+            violated_fields(&error).iter().any(|f| f == field),
+            "{what}: {:?}",
+            violated_fields(&error)
+        );
         assert_eq!(reason(&error), "INVALID_ARGUMENT");
     }
 
     let update_cases: Vec<(&str, Lead, Vec<&str>, &str)> = vec![
-        ("unknown mask path", Lead { name: existing.name.clone(), ..Default::default() }, vec!["etag"], "update_mask"),
-        ("output-only path", Lead { name: existing.name.clone(), ..Default::default() }, vec!["score"], "update_mask"),
+        (
+            "unknown mask path",
+            Lead {
+                name: existing.name.clone(),
+                ..Default::default()
+            },
+            vec!["etag"],
+            "update_mask",
+        ),
+        (
+            "output-only path",
+            Lead {
+                name: existing.name.clone(),
+                ..Default::default()
+            },
+            vec!["score"],
+            "update_mask",
+        ),
         (
             "bad email",
-            Lead { name: existing.name.clone(), email: "nope".into(), ..Default::default() },
+            Lead {
+                name: existing.name.clone(),
+                email: "nope".into(),
+                ..Default::default()
+            },
             vec!["email"],
             "lead.email",
         ),
         (
             "clearing both keys",
-            Lead { name: existing.name.clone(), ..Default::default() },
+            Lead {
+                name: existing.name.clone(),
+                ..Default::default()
+            },
             vec!["email", "phone"],
             "lead.email",
         ),
-        ("bad name", Lead { name: "deals/1".into(), ..Default::default() }, vec!["company"], "lead.name"),
+        (
+            "bad name",
+            Lead {
+                name: "deals/1".into(),
+                ..Default::default()
+            },
+            vec!["company"],
+            "lead.name",
+        ),
     ];
     for (what, patch, paths, field) in update_cases {
         let error = client
             .update_lead(UpdateLeadRequest {
                 lead: Some(patch),
-                update_mask: Some(FieldMask { paths: paths.into_iter().map(String::from).collect() }),
+                update_mask: Some(FieldMask {
+                    paths: paths.into_iter().map(String::from).collect(),
+                }),
             })
             .await
             .expect_err(what);
         assert_eq!(error.code(), Code::InvalidArgument, "{what}: {error:?}");
-        assert!(violated_fields(&error).iter().any(|f| f == field), "{what}: {:?}", violated_fields(&error));
+        assert!(
+            violated_fields(&error).iter().any(|f| f == field),
+            "{what}: {:?}",
+            violated_fields(&error)
+        );
     }
 
     let list_errors: Vec<(&str, ListLeadsRequest, &str)> = vec![
-        ("negative size", ListLeadsRequest { page_size: -1, ..Default::default() }, "page_size"),
-        ("garbage token", ListLeadsRequest { page_token: "garbage".into(), ..Default::default() }, "page_token"),
-        ("bad filter", ListLeadsRequest { filter: "score >".into(), ..Default::default() }, "filter"),
-        ("unknown order", ListLeadsRequest { order_by: "data".into(), ..Default::default() }, "order_by"),
+        (
+            "negative size",
+            ListLeadsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            "garbage token",
+            ListLeadsRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+        (
+            "bad filter",
+            ListLeadsRequest {
+                filter: "score >".into(),
+                ..Default::default()
+            },
+            "filter",
+        ),
+        (
+            "unknown order",
+            ListLeadsRequest {
+                order_by: "data".into(),
+                ..Default::default()
+            },
+            "order_by",
+        ),
     ];
     for (what, request, field) in list_errors {
         let error = client.list_leads(request).await.expect_err(what);
@@ -167,30 +346,60 @@ async fn bad_input_changes_nothing(backend: Backend) {
         assert_eq!(violated_fields(&error), [field], "{what}");
     }
 
-    let unchanged = client.get_lead(GetLeadRequest { name: existing.name.clone() }).await.expect("get").into_inner();
-    assert_eq!(unchanged, existing, "failed updates left the lead as it was");
+    let unchanged = client
+        .get_lead(GetLeadRequest {
+            name: existing.name.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        unchanged, existing,
+        "failed updates left the lead as it was"
+    );
     assert_eq!(count(&mut client).await, 1, "failed creates added nothing");
     suite.stop().await;
 }
 both_backends!(bad_input, bad_input_changes_nothing);
 
 async fn idempotent_creates_and_duplicates(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else { return };
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
     let mut client = suite.leads().await;
     let request = CreateLeadRequest {
-        lead: Some(Lead { phone: "090-1234-5678".into(), ..lead("ｔａｒｏ＠ＥＸＡＭＰＬＥ．ｊｐ") }),
+        lead: Some(Lead {
+            phone: "090-1234-5678".into(),
+            ..lead("ｔａｒｏ＠ＥＸＡＭＰＬＥ．ｊｐ")
+        }),
         request_id: "form-submission-42".into(),
         ..Default::default()
     };
-    let first = client.create_lead(request.clone()).await.expect("first").into_inner();
-    let retried = client.create_lead(request).await.expect("retry").into_inner();
+    let first = client
+        .create_lead(request.clone())
+        .await
+        .expect("first")
+        .into_inner();
+    let retried = client
+        .create_lead(request)
+        .await
+        .expect("retry")
+        .into_inner();
     assert_eq!(first, retried, "a retried create returns the first result");
 
     // Same person typed differently: refused, naming the existing lead.
-    for (email, phone) in [("taro@example.jp", ""), ("", "+81 90 1234 5678"), ("", "０９０１２３４５６７８")] {
+    for (email, phone) in [
+        ("taro@example.jp", ""),
+        ("", "+81 90 1234 5678"),
+        ("", "０９０１２３４５６７８"),
+    ] {
         let error = client
             .create_lead(CreateLeadRequest {
-                lead: Some(Lead { email: email.into(), phone: phone.into(), ..Default::default() }),
+                lead: Some(Lead {
+                    email: email.into(),
+                    phone: phone.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .await
@@ -204,26 +413,45 @@ async fn idempotent_creates_and_duplicates(backend: Backend) {
 both_backends!(idempotency, idempotent_creates_and_duplicates);
 
 async fn pages_are_stable_and_tokens_bound(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else { return };
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
     let mut client = suite.leads().await;
     let mut names = Vec::new();
     for i in 0..7 {
         let created = client
-            .create_lead(CreateLeadRequest { lead: Some(lead(&format!("p{i}@example.jp"))), ..Default::default() })
+            .create_lead(CreateLeadRequest {
+                lead: Some(lead(&format!("p{i}@example.jp"))),
+                ..Default::default()
+            })
             .await
             .expect("create")
             .into_inner();
         names.push(created.name);
     }
     let first = client
-        .list_leads(ListLeadsRequest { page_size: 3, order_by: "create_time".into(), ..Default::default() })
+        .list_leads(ListLeadsRequest {
+            page_size: 3,
+            order_by: "create_time".into(),
+            ..Default::default()
+        })
         .await
         .expect("page 1")
         .into_inner();
-    assert_eq!(first.leads.iter().map(|l| l.name.clone()).collect::<Vec<_>>(), names[..3]);
+    assert_eq!(
+        first
+            .leads
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>(),
+        names[..3]
+    );
     // Inserts between pages neither repeat nor skip earlier rows.
     client
-        .create_lead(CreateLeadRequest { lead: Some(lead("late@example.jp")), ..Default::default() })
+        .create_lead(CreateLeadRequest {
+            lead: Some(lead("late@example.jp")),
+            ..Default::default()
+        })
         .await
         .expect("create");
     let second = client
@@ -236,7 +464,14 @@ async fn pages_are_stable_and_tokens_bound(backend: Backend) {
         .await
         .expect("page 2")
         .into_inner();
-    assert_eq!(second.leads.iter().map(|l| l.name.clone()).collect::<Vec<_>>(), names[3..6]);
+    assert_eq!(
+        second
+            .leads
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>(),
+        names[3..6]
+    );
 
     let foreign = client
         .list_leads(ListLeadsRequest {
@@ -252,19 +487,29 @@ async fn pages_are_stable_and_tokens_bound(backend: Backend) {
     assert_eq!(violated_fields(&foreign), ["page_token"]);
 
     let filtered = client
-        .list_leads(ListLeadsRequest { filter: "email = \"p3@example.jp\" OR email = \"late@example.jp\"".into(), ..Default::default() })
+        .list_leads(ListLeadsRequest {
+            filter: "email = \"p3@example.jp\" OR email = \"late@example.jp\"".into(),
+            ..Default::default()
+        })
         .await
         .expect("filter")
         .into_inner();
     assert_eq!(filtered.leads.len(), 2);
     let injected = client
-        .list_leads(ListLeadsRequest { filter: "email = \"x'; DROP TABLE leads; --\"".into(), ..Default::default() })
+        .list_leads(ListLeadsRequest {
+            filter: "email = \"x'; DROP TABLE leads; --\"".into(),
+            ..Default::default()
+        })
         .await
         .expect("metacharacters are a value")
         .into_inner();
     assert!(injected.leads.is_empty());
     let newest_first = client
-        .list_leads(ListLeadsRequest { order_by: "create_time desc".into(), page_size: 1, ..Default::default() })
+        .list_leads(ListLeadsRequest {
+            order_by: "create_time desc".into(),
+            page_size: 1,
+            ..Default::default()
+        })
         .await
         .expect("desc")
         .into_inner();
@@ -274,36 +519,64 @@ async fn pages_are_stable_and_tokens_bound(backend: Backend) {
 both_backends!(paging, pages_are_stable_and_tokens_bound);
 
 async fn activities_belong_to_existing_leads(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else { return };
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
     let mut client = suite.leads().await;
     let lead = client
-        .create_lead(CreateLeadRequest { lead: Some(lead("act@example.jp")), ..Default::default() })
+        .create_lead(CreateLeadRequest {
+            lead: Some(lead("act@example.jp")),
+            ..Default::default()
+        })
         .await
         .expect("create")
         .into_inner();
-    let view = Activity { kind: ActivityKind::PageView as i32, url: "https://example.jp/pricing".into(), ..Default::default() };
+    let view = Activity {
+        kind: ActivityKind::PageView as i32,
+        url: "https://example.jp/pricing".into(),
+        ..Default::default()
+    };
     let created = client
-        .create_activity(CreateActivityRequest { parent: lead.name.clone(), activity: Some(view.clone()), ..Default::default() })
+        .create_activity(CreateActivityRequest {
+            parent: lead.name.clone(),
+            activity: Some(view.clone()),
+            ..Default::default()
+        })
         .await
         .expect("activity")
         .into_inner();
-    assert!(created.name.starts_with(&format!("{}/activities/", lead.name)));
+    assert!(
+        created
+            .name
+            .starts_with(&format!("{}/activities/", lead.name))
+    );
     let orphan = client
-        .create_activity(CreateActivityRequest { parent: "leads/missing".into(), activity: Some(view), ..Default::default() })
+        .create_activity(CreateActivityRequest {
+            parent: "leads/missing".into(),
+            activity: Some(view),
+            ..Default::default()
+        })
         .await
         .expect_err("no such lead");
     assert_eq!(orphan.code(), Code::NotFound);
     let unknown_kind = client
         .create_activity(CreateActivityRequest {
             parent: lead.name.clone(),
-            activity: Some(Activity { kind: 77, ..Default::default() }),
+            activity: Some(Activity {
+                kind: 77,
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
         .expect_err("unknown kind");
     assert_eq!(violated_fields(&unknown_kind), ["activity.kind"]);
     let listed = client
-        .list_activities(ListActivitiesRequest { parent: lead.name.clone(), filter: "kind = ACTIVITY_KIND_PAGE_VIEW".into(), ..Default::default() })
+        .list_activities(ListActivitiesRequest {
+            parent: lead.name.clone(),
+            filter: "kind = ACTIVITY_KIND_PAGE_VIEW".into(),
+            ..Default::default()
+        })
         .await
         .expect("list")
         .into_inner();

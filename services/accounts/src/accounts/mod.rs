@@ -6,8 +6,6 @@
 //! (ALREADY_EXISTS naming the existing account); an account is only deleted once nothing is left
 //! under it (FAILED_PRECONDITION `ACCOUNT_HAS_CHILDREN`).
 
-pub mod normalize;
-
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::accounts::{Account, account};
 use kizuna_proto::types::{Channel, Consent, ConsentState};

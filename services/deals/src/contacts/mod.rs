@@ -1,18 +1,15 @@
 //! Contacts: the people sales works with, kept as written and matched on normalized e-mail and
 //! phone so the same person is never recorded twice.
 
-pub mod normalize;
-
 use kizuna_errors::{ApiError, Validator};
+use kizuna_normalize::{email_key, phone_key};
 use kizuna_proto::deals::Contact;
 use kizuna_store::{Store, apply_mask, parse_parent};
 use prost_types::FieldMask;
 use sqlx::Row;
-use unicode_normalization::UnicodeNormalization;
 
-use crate::error::{Error, Result, check_request_id};
+use crate::error::{Error, Result};
 use crate::tables::Contacts;
-use normalize::{email_key, phone_key};
 
 /// Checks a contact's caller-settable fields; `prefix` is the request field (`contact`).
 pub fn validate(contact: &Contact, prefix: &str) -> Result<(), ApiError> {
@@ -31,10 +28,7 @@ pub fn validate(contact: &Contact, prefix: &str) -> Result<(), ApiError> {
         &f("family_name"),
         "at least one of given_name, family_name, email or phone is required",
     );
-    // Checked in NFKC form: a full-width address typed with a Japanese IME is an address.
-    let email: String = contact.email.nfkc().collect();
-    v.email(&f("email"), &email)
-        .max_chars(&f("email"), &contact.email, 254)
+    v.email(&f("email"), &contact.email)
         .phone(&f("phone"), &contact.phone)
         .max_chars(&f("phone"), &contact.phone, 32);
     for (name, value, max) in [
@@ -78,7 +72,6 @@ pub async fn create(
     contact_id: &str,
     request_id: &str,
 ) -> Result<Contact> {
-    check_request_id(request_id)?;
     validate(&contact, "contact")?;
     let contact = prepare_new(contact);
     let method = "CreateContact";

@@ -13,7 +13,7 @@ use kizuna_proto::prost_types::{FieldMask, Timestamp};
 use kizuna_proto::types::{Date, Money};
 use kizuna_store::{Store, WriteTx, apply_mask, parse_parent};
 
-use crate::error::{Error, Result, check_request_id};
+use crate::error::{Error, Result};
 use crate::pipelines::{closing_stage, find_stage, stage_ids, stage_state};
 use crate::tables::{Deals, Pipelines, state_name};
 
@@ -426,7 +426,6 @@ fn missing_pipeline(name: &str) -> Error {
 
 /// Creates an open deal, in the default pipeline unless one is named.
 pub async fn create(store: &Store, deal: Deal, deal_id: &str, request_id: &str) -> Result<Deal> {
-    check_request_id(request_id)?;
     let mut deal = prepare_new(deal);
     fill_amount(&mut deal, false)?;
     validate(&deal)?;
@@ -486,8 +485,13 @@ pub async fn update(store: &Store, patch: Deal, mask: Option<&FieldMask>) -> Res
     ])?;
     let lines_changed = deal.line_items != old.line_items;
     fill_amount(&mut deal, lines_changed && !amount_set)?;
-    if deal.pipeline.is_empty() {
-        return Err(ApiError::invalid("deal.pipeline", "is required").into());
+    for (field, value) in [
+        ("deal.pipeline", &deal.pipeline),
+        ("deal.stage", &deal.stage),
+    ] {
+        if value.is_empty() {
+            return Err(ApiError::invalid(field, "is required").into());
+        }
     }
     if deal.state == deal::State::Unspecified as i32 {
         deal.state = old.state;
@@ -566,7 +570,11 @@ async fn record_move(tx: &mut WriteTx<'_>, from: Option<&Deal>, to: &Deal) -> Re
         .push(", ")
         .bind(amount.currency_code)
         .push(", ")
-        .bind(kizuna_db::now_micros())
+        .bind(
+            to.update_time
+                .as_ref()
+                .map_or_else(kizuna_db::now_micros, kizuna_store::time::from_timestamp),
+        )
         .push(")");
     sql.query()
         .execute(tx.conn())

@@ -9,7 +9,7 @@ use kizuna_store::{Store, WriteTx, apply_mask};
 use prost_types::FieldMask;
 use sqlx::Row;
 
-use crate::error::{Error, Result, check_request_id};
+use crate::error::{Error, Result};
 use crate::tables::{Deals, Pipelines, state_name};
 
 /// Most stages a pipeline may have.
@@ -141,7 +141,6 @@ pub async fn create(
     pipeline_id: &str,
     request_id: &str,
 ) -> Result<Pipeline> {
-    check_request_id(request_id)?;
     validate(&pipeline)?;
     let pipeline = prepare_new(pipeline);
     let method = "CreatePipeline";

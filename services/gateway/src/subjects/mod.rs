@@ -1,18 +1,15 @@
 //! Subjects: one person (or company) across MA, SFA and CRM, linking a lead, its deals and its
 //! account; and Customer 360, the subject with those records read from their services.
 
-pub mod normalize;
-
 use futures::StreamExt;
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::gateway::{ListSubjectsRequest, Subject, SubjectView};
 use kizuna_proto::types::LifecycleStage;
-use kizuna_store::{Page, Store, WriteTx, apply_mask, parse_parent};
+use kizuna_store::{ListQuery, Page, Store, WriteTx, apply_mask, parse_parent};
 use prost_types::FieldMask;
 use sqlx::Row;
 
 use crate::error::{Error, Result};
-use crate::listing;
 use crate::tables::{Subjects, Transitions};
 use crate::upstream::{CallContext, Upstreams};
 
@@ -107,9 +104,6 @@ pub async fn create(
     subject_id: &str,
     request_id: &str,
 ) -> Result<Subject> {
-    let mut v = Validator::new();
-    v.max_chars("request_id", request_id, 100);
-    v.finish()?;
     let subject = prepare_new(subject);
     validate(&subject, "subject")?;
     let mut tx = store.begin().await?;
@@ -156,23 +150,31 @@ async fn resolve_conflict(
     if let Some(previous) = store.recall::<Subjects>(CREATE_METHOD, request_id).await? {
         return Ok(previous);
     }
-    let mut conn = store
-        .db()
-        .pool()
-        .acquire()
-        .await
-        .map_err(kizuna_store::db_error)?;
-    match find_duplicate(&mut conn, subject, "").await? {
-        Some((key, existing)) => Err(Error::DuplicateSubject { key, existing }),
-        None => Err(error.into()),
+    Err(explain_duplicate(store, subject, "", error).await)
+}
+
+/// The subject other than `except_name` that holds `subject`'s lead or account, read on a fresh
+/// connection after a unique index refused a write; `error` when there is none.
+async fn explain_duplicate(
+    store: &Store,
+    subject: &Subject,
+    except_name: &str,
+    error: ApiError,
+) -> Error {
+    let mut conn = match store.db().pool().acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return kizuna_store::db_error(e).into(),
+    };
+    match find_duplicate(&mut conn, subject, except_name).await {
+        Ok(Some((key, existing))) => Error::DuplicateSubject { key, existing },
+        Ok(None) => error.into(),
+        Err(e) => e,
     }
 }
 
 /// Applies `patch` under `mask` to the subject it names, guarded by its etag.
 pub async fn update(store: &Store, patch: Subject, mask: Option<&FieldMask>) -> Result<Subject> {
-    if patch.name.is_empty() {
-        return Err(ApiError::invalid("subject.name", "is required").into());
-    }
+    kizuna_store::require_name::<Subjects>(&patch.name, "subject.name")?;
     let mut tx = store.begin().await?;
     let mut subject = tx.get::<Subjects>(&patch.name).await?;
     kizuna_store::check_etag::<Subjects>(&subject, &patch.etag)?;
@@ -185,7 +187,15 @@ pub async fn update(store: &Store, patch: Subject, mask: Option<&FieldMask>) -> 
     if let Some((key, existing)) = find_duplicate(tx.conn(), &subject, &subject.name).await? {
         return Err(Error::DuplicateSubject { key, existing });
     }
-    let updated = tx.replace::<Subjects>(subject).await?;
+    let updated = match tx.replace::<Subjects>(subject.clone()).await {
+        Ok(updated) => updated,
+        Err(error @ ApiError::AlreadyExists { .. }) => {
+            // A concurrent write linked the same lead or account after our look-up.
+            drop(tx);
+            return Err(explain_duplicate(store, &subject, &subject.name, error).await);
+        }
+        Err(other) => return Err(other.into()),
+    };
     tx.emit::<Subjects>("updated", &updated).await?;
     tx.commit().await?;
     Ok(updated)
@@ -246,14 +256,13 @@ async fn find_duplicate(
 
 /// Lists stored subjects (never with Customer 360 parts).
 pub async fn list(store: &Store, request: ListSubjectsRequest) -> Result<Page<Subject>> {
-    let query = listing::query(
-        String::new(),
-        request.page_size,
-        request.page_token,
-        request.filter,
-        request.order_by,
-        "create_time desc",
-    )?;
+    let query = ListQuery {
+        parent: String::new(),
+        page_size: request.page_size,
+        page_token: request.page_token,
+        filter: request.filter,
+        order_by: request.order_by,
+    };
     Ok(store.list::<Subjects>(&query).await?)
 }
 

@@ -193,14 +193,8 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    use sqlx::Connection;
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    sqlx::any::install_default_drivers();
-    let name = format!("gw_tmp_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-    let mut admin = sqlx::AnyConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.expect("pg");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create");
     let settings = DatabaseSettings {
-        url: Secret::new(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+        url: Secret::new(format!("sqlite://{}/gateway.db", dir.path().display())),
         max_connections: 4,
         acquire_timeout_secs: 5,
         migrate_on_start: true,
@@ -309,6 +303,47 @@ async fn one_subject_per_lead_and_per_account() {
     .expect("distinct links");
 }
 
+#[tokio::test]
+async fn a_lost_insert_race_is_explained() {
+    // What a create that lost a unique index to a concurrent one answers (PostgreSQL only
+    // races; SQLite serializes writers).
+    let f = fixture().await;
+    let winner = create(
+        &f.store,
+        Subject {
+            lead: "leads/l1".into(),
+            ..valid()
+        },
+        "winner",
+        "req-w",
+    )
+    .await
+    .expect("create");
+    let index_error = || ApiError::AlreadyExists {
+        kind: "Subject",
+        name: "subjects/loser".into(),
+    };
+    // A concurrent retry of the same request: its answer.
+    let same = resolve_conflict(&f.store, &valid(), "req-w", index_error())
+        .await
+        .expect("first answer");
+    assert_eq!(same, winner);
+    // Another subject took the lead: name it.
+    let clash = Subject {
+        lead: "leads/l1".into(),
+        ..valid()
+    };
+    let error = resolve_conflict(&f.store, &clash, "req-other", index_error())
+        .await
+        .expect_err("duplicate");
+    assert!(already_exists(error).contains("subjects/winner"));
+    // Otherwise the id was taken.
+    let error = resolve_conflict(&f.store, &valid(), "", index_error())
+        .await
+        .expect_err("taken id");
+    assert!(already_exists(error).contains("subjects/loser"));
+}
+
 fn mask(paths: &[&str]) -> FieldMask {
     FieldMask {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
@@ -375,6 +410,17 @@ async fn update_follows_the_mask_and_guards() {
         );
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{paths:?}");
     }
+
+    // The name must be a subject's.
+    let patch = Subject {
+        name: "leads/s1".into(),
+        ..Subject::default()
+    };
+    let refused = update(&f.store, patch, None).await;
+    assert!(matches!(
+        refused,
+        Err(Error::Api(ApiError::InvalidArgument(_)))
+    ));
 
     // Taking another subject's lead is ALREADY_EXISTS naming it; keeping one's own is fine.
     let patch = Subject {
@@ -468,8 +514,16 @@ async fn lists_filter_by_links_and_full_stage_names() {
         let page = list(&f.store, list_with(filter)).await.expect(filter);
         assert_eq!(names(page), expected, "{filter}");
     }
-    let bad = list(&f.store, list_with("secret = 1")).await;
-    assert!(matches!(bad, Err(Error::Api(ApiError::InvalidArgument(_)))));
+    for bad in [
+        "secret = 1".to_owned(),
+        format!("email = \"{}\"", "x".repeat(2000)),
+    ] {
+        let refused = list(&f.store, list_with(&bad)).await;
+        assert!(matches!(
+            refused,
+            Err(Error::Api(ApiError::InvalidArgument(_)))
+        ));
+    }
 
     // Transitions: newest first by default, filtered by full stage names, per subject or all.
     let t1 = record_transition(&f.store, &a.name, LifecycleStage::Mql, 1_700_000_000).await;

@@ -1,7 +1,5 @@
 //! Lead capture: validation, duplicate detection on normalized keys, and updates.
 
-pub mod normalize;
-
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::Lead;
 use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
@@ -11,7 +9,7 @@ use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::tables::Leads;
-use normalize::{email_key, phone_key};
+use kizuna_normalize::{email_key, phone_key};
 
 /// Checks a lead's caller-settable fields; `prefix` is the request field (`lead`).
 pub fn validate(lead: &Lead, prefix: &str) -> Result<(), ApiError> {
