@@ -1,6 +1,9 @@
 //! End-to-end tests of the Kizuna services over real gRPC, on SQLite and PostgreSQL.
 
+mod accounts;
 mod auth;
+mod deals;
 mod events;
+mod gateway;
 mod health;
 mod leads;
