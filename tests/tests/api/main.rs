@@ -7,3 +7,4 @@ mod events;
 mod gateway;
 mod health;
 mod leads;
+mod shutdown;
