@@ -143,7 +143,7 @@ where
                 span.record("rpc.response.status_code", code_name(status.code()));
                 span.record("otel.status_code", "ERROR");
                 span.in_scope(|| {
-                    tracing::info!(
+                    tracing::debug!(
                         code = code_name(status.code()),
                         reason = status.message(),
                         "call refused"

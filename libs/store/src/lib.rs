@@ -288,20 +288,42 @@ impl Store {
         message: T::Message,
         request_id: &str,
     ) -> Result<T::Message, ApiError> {
+        self.create_with::<T, ApiError, _>(parent, id, message, request_id, async |_, _| Ok(()))
+            .await
+    }
+
+    /// [`Store::create`] with a domain check run inside the write transaction, after the
+    /// idempotency lookup and before the insert (duplicate detection, parent checks).
+    ///
+    /// A retry with the same `request_id` returns the first response without running the check;
+    /// when two first attempts race, the loser answers with the winner's response.
+    pub async fn create_with<T, E, F>(
+        &self,
+        parent: &str,
+        id: &str,
+        message: T::Message,
+        request_id: &str,
+        check: F,
+    ) -> Result<T::Message, E>
+    where
+        T: Table,
+        E: From<ApiError>,
+        F: AsyncFnOnce(&mut WriteTx<'_>, &T::Message) -> Result<(), E>,
+    {
         let method = format!("Create{}", T::KIND);
         let mut tx = self.begin().await?;
         if let Some(previous) = tx.recall::<T>(&method, request_id).await? {
             return Ok(previous);
         }
+        check(&mut tx, &message).await?;
         let created = tx.insert::<T>(parent, id, message).await?;
         tx.emit::<T>("created", &created).await?;
         if !tx.remember::<T>(&method, request_id, &created).await? {
             // A concurrent retry with the same request id won the race: answer with its result.
             drop(tx);
-            return self
-                .recall::<T>(&method, request_id)
-                .await?
-                .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()));
+            let previous = self.recall::<T>(&method, request_id).await?;
+            return previous
+                .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
         }
         tx.commit().await?;
         Ok(created)

@@ -15,9 +15,25 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// What the OpenTelemetry layers record: INFO and above, minus the transport's own internals.
-const TRACE_DIRECTIVE: &str =
-    "info,h2=off,hyper=off,tonic=off,tower=off,opentelemetry=off,sqlx=warn";
+/// Targets whose INFO spans make the traces (RPC and database spans, outbox trace context).
+const SPAN_TARGETS: [&str; 2] = ["kizuna_server::layer", "kizuna_store"];
+
+/// The log directive, plus INFO for the span targets it does not mention, so traces do not
+/// depend on how chatty the logs are; the OTLP exporter's own transport stays quiet.
+fn with_span_targets(directive: &str) -> String {
+    let mut full = directive.to_owned();
+    for target in SPAN_TARGETS {
+        if !directive.contains(target) {
+            full.push_str(&format!(",{target}=info"));
+        }
+    }
+    for quiet in ["h2", "hyper", "tonic", "tower", "opentelemetry"] {
+        if !directive.contains(quiet) {
+            full.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    full
+}
 
 /// Telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -105,31 +121,27 @@ pub fn init(
     };
 
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log_level.clone());
-    let log_filter =
-        EnvFilter::try_new(&directive).map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let filter = EnvFilter::try_new(with_span_targets(&directive))
+        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let fmt_layer = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .with_writer(std::io::stderr)
-            .with_filter(log_filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(log_filter)
             .boxed(),
     };
-    // Spans are kept at INFO whatever the log level, so traces (and the trace context written
-    // into outbox events) do not depend on how chatty the logs are.
-    let trace_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(EnvFilter::new(TRACE_DIRECTIVE));
-    // Log records exported over OTLP skip the exporter's own crates to avoid feedback loops.
-    let bridge = logger_provider.as_ref().map(|provider| {
-        OpenTelemetryTracingBridge::new(provider).with_filter(EnvFilter::new(TRACE_DIRECTIVE))
-    });
+    let trace_layer = tracing_opentelemetry::layer().with_tracer(tracer);
+    let bridge = logger_provider
+        .as_ref()
+        .map(OpenTelemetryTracingBridge::new);
+    // One global filter: per-layer filters dropped events in some combinations (a target
+    // directive plus the OTLP log bridge).
     let _ = tracing_subscriber::registry()
+        .with(filter)
         .with(fmt_layer)
         .with(trace_layer)
         .with(bridge)

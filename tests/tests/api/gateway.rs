@@ -139,9 +139,9 @@ async fn subject_full_view(backend: Backend) {
     assert_eq!(
         full.deal_records
             .iter()
-            .map(|d| d.name.clone())
+            .map(|d| d.name.as_str())
             .collect::<Vec<_>>(),
-        [deal.name.clone()]
+        [deal.name.as_str()]
     );
     assert_eq!(
         full.account_record.as_ref().map(|a| a.name.clone()),

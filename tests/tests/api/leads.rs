@@ -479,7 +479,6 @@ async fn pages_are_stable_and_tokens_bound(backend: Backend) {
             page_token: first.next_page_token,
             filter: "email : \"p\"".into(),
             order_by: "create_time".into(),
-            ..Default::default()
         })
         .await
         .expect_err("token from another query");

@@ -133,25 +133,14 @@ fn prepare_new(mut lead: Lead) -> Lead {
 pub async fn create(store: &Store, lead: Lead, lead_id: &str, request_id: &str) -> Result<Lead> {
     validate(&lead, "lead")?;
     let lead = prepare_new(lead);
-    let method = "CreateLead";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Leads>(method, request_id).await? {
-        return Ok(previous);
-    }
-    if let Some((key, existing)) = find_duplicate(&mut tx, &lead, "").await? {
-        return Err(Error::DuplicateLead { key, existing });
-    }
-    let created = tx.insert::<Leads>("", lead_id, lead).await?;
-    tx.emit::<Leads>("created", &created).await?;
-    if !tx.remember::<Leads>(method, request_id, &created).await? {
-        drop(tx);
-        return store
-            .recall::<Leads>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-    }
-    tx.commit().await?;
-    Ok(created)
+    store
+        .create_with::<Leads, Error, _>("", lead_id, lead, request_id, async |tx, lead| {
+            match find_duplicate(tx, lead, "").await? {
+                Some((key, existing)) => Err(Error::DuplicateLead { key, existing }),
+                None => Ok(()),
+            }
+        })
+        .await
 }
 
 /// Applies `patch` under `mask` to the lead it names, guarded by its etag.
