@@ -1,7 +1,8 @@
 //! Test harness: starts the real services on port 0 against fresh databases (a temporary SQLite
 //! file, or a new UUID-named PostgreSQL database) and hands out authenticated clients.
 //!
-//! PostgreSQL comes from `KIZUNA_TEST_DATABASE_URL` (an admin URL such as
+//! The databases, [`Backend`] and [`both_backends!`] come from `kizuna-testing` (re-exported
+//! here): PostgreSQL is `KIZUNA_TEST_DATABASE_URL` (an admin URL such as
 //! `postgres://postgres@127.0.0.1:5432/postgres`) or the standard local server. When it cannot
 //! be reached the PostgreSQL variant of a test is skipped with a message, unless
 //! `KIZUNA_TEST_POSTGRES=required` (CI sets it), in which case it fails.
@@ -15,142 +16,13 @@ use kizuna_proto::gateway::gateway_service_client::GatewayServiceClient;
 use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
 use kizuna_server::{Shutdown, StartError};
 use kizuna_settings::{Secret, Settings};
-use sqlx::Connection;
+pub use kizuna_testing::{Backend, TestDb, both_backends, postgres_admin_url};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// The key every test server signs and verifies tokens with.
 pub const SIGNING_KEY: &str = "test-signing-key-test-signing-key-0123456789";
-
-/// Which database engine a test runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A temporary SQLite file.
-    Sqlite,
-    /// A fresh PostgreSQL database.
-    Postgres,
-}
-
-/// Runs an async test body once per backend: `both_backends!(name, body_fn)` where
-/// `body_fn: async fn(Backend)`.
-#[macro_export]
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body($crate::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body($crate::Backend::Postgres).await
-            }
-        }
-    };
-}
-
-/// The admin URL of the test PostgreSQL server.
-pub fn postgres_admin_url() -> String {
-    std::env::var("KIZUNA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn postgres_required() -> bool {
-    std::env::var("KIZUNA_TEST_POSTGRES").is_ok_and(|v| v == "required")
-}
-
-/// A fresh database; dropped (PostgreSQL) or deleted (SQLite) with the value.
-#[derive(Debug)]
-pub struct TestDb {
-    /// URL the service connects with.
-    pub url: String,
-    /// PostgreSQL database name, if any.
-    pub pg_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    /// Creates a fresh database, or `None` when PostgreSQL is unavailable and not required.
-    pub async fn create(backend: Backend) -> Option<Self> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}/test.db", dir.path().display());
-                Some(Self {
-                    url,
-                    pg_name: None,
-                    _dir: Some(dir),
-                })
-            }
-            Backend::Postgres => {
-                let admin = postgres_admin_url();
-                let connect = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    sqlx::PgConnection::connect(&admin),
-                )
-                .await;
-                let mut conn = match connect {
-                    Ok(Ok(conn)) => conn,
-                    other => {
-                        let why = match other {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "timed out".into(),
-                        };
-                        assert!(
-                            !postgres_required(),
-                            "PostgreSQL is required but unreachable at {admin}: {why}"
-                        );
-                        eprintln!("skipping the PostgreSQL variant: {admin} unreachable ({why})");
-                        return None;
-                    }
-                };
-                let name = format!("kizuna_test_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map_or(admin.as_str(), |(base, _)| base);
-                Some(Self {
-                    url: format!("{base}/{name}"),
-                    pg_name: Some(name),
-                    _dir: None,
-                })
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        // Drop the database from a thread of its own: Drop cannot await, and the test's runtime
-        // may be shutting down.
-        let admin = postgres_admin_url();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// Settings for a test server: port 0, the test key, quick health probes.
 pub fn settings_for(url: &str) -> Settings {
@@ -281,22 +153,17 @@ impl Suite {
         let deals_db = TestDb::create(backend).await?;
         let accounts_db = TestDb::create(backend).await?;
         let gateway_db = TestDb::create(backend).await?;
-        let leads = spawn_leads(leads_db.clone_url(), settings_for(&leads_db.url))
-            .await
-            .with_db(leads_db);
-        let deals = spawn_deals(deals_db.clone_url(), settings_for(&deals_db.url))
-            .await
-            .with_db(deals_db);
-        let accounts = spawn_accounts(accounts_db.clone_url(), settings_for(&accounts_db.url))
-            .await
-            .with_db(accounts_db);
+        let leads_settings = settings_for(&leads_db.url);
+        let leads = spawn_leads(leads_db, leads_settings).await;
+        let deals_settings = settings_for(&deals_db.url);
+        let deals = spawn_deals(deals_db, deals_settings).await;
+        let accounts_settings = settings_for(&accounts_db.url);
+        let accounts = spawn_accounts(accounts_db, accounts_settings).await;
         let mut gateway_settings = settings_for(&gateway_db.url);
         gateway_settings.gateway.leads_url = format!("http://127.0.0.1:{}", leads.port);
         gateway_settings.gateway.deals_url = format!("http://127.0.0.1:{}", deals.port);
         gateway_settings.gateway.accounts_url = format!("http://127.0.0.1:{}", accounts.port);
-        let gateway = spawn_gateway(gateway_db.clone_url(), gateway_settings)
-            .await
-            .with_db(gateway_db);
+        let gateway = spawn_gateway(gateway_db, gateway_settings).await;
         Some(Self {
             leads,
             deals,
@@ -340,25 +207,6 @@ impl Suite {
         for running in [self.gateway, self.leads, self.deals, self.accounts] {
             let _ = running.stop().await;
         }
-    }
-}
-
-impl TestDb {
-    /// A placeholder handle carrying only the URL; the real handle is attached with
-    /// [`Running::with_db`] so the database outlives the service.
-    fn clone_url(&self) -> TestDb {
-        TestDb {
-            url: self.url.clone(),
-            pg_name: None,
-            _dir: None,
-        }
-    }
-}
-
-impl Running {
-    fn with_db(mut self, db: TestDb) -> Self {
-        self.db = db;
-        self
     }
 }
 

@@ -136,9 +136,30 @@ impl ApiError {
     }
 }
 
+/// The value of a required request field: INVALID_ARGUMENT on `field` ("is required") when it is
+/// absent, e.g. `required(request.lead, "lead")?`.
+pub fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(field, "is required"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_field_is_named() {
+        assert_eq!(required(Some(1), "lead").expect("present"), 1);
+        let status = required::<i32>(None, "lead")
+            .expect_err("absent")
+            .into_status("leads.kizuna.dev");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let violation = &details.bad_request().expect("bad request").field_violations[0];
+        assert_eq!(
+            (violation.field.as_str(), violation.description.as_str()),
+            ("lead", "is required")
+        );
+    }
 
     #[test]
     fn invalid_argument_names_every_field_once() {

@@ -387,8 +387,17 @@ mod tests {
         .expect("non-empty");
         assert_eq!(
             sql.text(),
-            "((stage = $1 AND ((((score >= $2)) OR (instr(email, $3) > 0)))))"
+            "((stage = $1 AND ((score >= $2) OR (instr(email, $3) > 0))))"
         );
+        // AND binds tighter than OR, as in SQL and AIP-160.
+        let sql = compile(
+            "score > 1 OR score < 0 AND email = x",
+            COLUMNS,
+            Backend::Sqlite,
+        )
+        .expect("parses")
+        .expect("non-empty");
+        assert_eq!(sql.text(), "((score > $1) OR (score < $2 AND email = $3))");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! same transaction as every change. [`WriteTx`] exposes the same steps for services that need
 //! their own logic inside the transaction.
 
+pub mod api;
 pub mod filter;
 pub mod mask;
 pub mod outbox;
@@ -318,15 +319,7 @@ impl Store {
         check(&mut tx, &message).await?;
         let created = tx.insert::<T>(parent, id, message).await?;
         tx.emit::<T>("created", &created).await?;
-        if !tx.remember::<T>(&method, request_id, &created).await? {
-            // A concurrent retry with the same request id won the race: answer with its result.
-            drop(tx);
-            let previous = self.recall::<T>(&method, request_id).await?;
-            return previous
-                .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-        }
-        tx.commit().await?;
-        Ok(created)
+        Ok(tx.commit_created::<T>(&method, request_id, created).await?)
     }
 
     /// The first response recorded for `request_id`, if any.
@@ -481,6 +474,27 @@ impl WriteTx<'_> {
         .await
         .map_err(db_error)?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Ends a create: records `created` as the answer to `request_id` (for `method`, e.g.
+    /// `CreateLead`) and commits. When a concurrent retry with the same request id recorded first,
+    /// rolls back and answers with that call's result instead (AIP-155).
+    pub async fn commit_created<T: Table>(
+        mut self,
+        method: &str,
+        request_id: &str,
+        created: T::Message,
+    ) -> Result<T::Message, ApiError> {
+        if !self.remember::<T>(method, request_id, &created).await? {
+            // A concurrent retry with the same request id won the race: answer with its result.
+            let store = self.store;
+            drop(self);
+            let previous = store.recall::<T>(method, request_id).await?;
+            return previous
+                .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()));
+        }
+        self.commit().await?;
+        Ok(created)
     }
 
     /// Reads one resource for change (row-locked on PostgreSQL).

@@ -85,18 +85,32 @@ pub fn init(
     service_name: &str,
     settings: &TelemetrySettings,
 ) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_endpoint(service_name, settings, None)
+}
+
+/// [`init`], exporting over OTLP/gRPC to `endpoint` when given (otherwise to the endpoint the
+/// standard `OTEL_EXPORTER_OTLP_*` variables name, if any).
+pub fn init_with_endpoint(
+    service_name: &str,
+    settings: &TelemetrySettings,
+    endpoint: Option<&str>,
+) -> Result<TelemetryGuard, TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig;
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let service_name =
         std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service_name.to_owned());
     let resource = Resource::builder().with_service_name(service_name).build();
-    let export = otlp_configured();
+    let export = endpoint.is_some() || otlp_configured();
 
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
     if export {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let exporter = builder
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         tracer_builder = tracer_builder.with_batch_exporter(exporter);
@@ -106,8 +120,11 @@ pub fn init(
     let tracer = tracer_provider.tracer("kizuna");
 
     let logger_provider = if export {
-        let exporter = opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
+        let mut builder = opentelemetry_otlp::LogExporter::builder().with_tonic();
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let exporter = builder
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         Some(

@@ -1,12 +1,11 @@
 //! gRPC handlers: unpack the request, call the domain, map the error. Nothing else lives here.
 
-use std::pin::Pin;
-
-use futures::{Stream, StreamExt};
-use kizuna_errors::{ApiError, Validator};
+use kizuna_errors::required;
 use kizuna_proto::accounts::accounts_service_server::AccountsService;
 use kizuna_proto::accounts::*;
-use kizuna_store::{ListQuery, Store};
+use kizuna_store::Store;
+use kizuna_store::api::{EventStream, watch_events};
+use kizuna_store::list_query;
 use tonic::{Request, Response, Status};
 
 use crate::error::{DOMAIN, Error};
@@ -30,38 +29,6 @@ fn status(error: impl Into<Error>) -> Status {
     error.into().into()
 }
 
-fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
-    value.ok_or_else(|| status(ApiError::invalid(field, "is required")))
-}
-
-/// A list query within the contract's limits (filter ≤ 2000, order_by ≤ 200 characters), in the
-/// contract's default order when the caller names none.
-fn list_query(
-    parent: String,
-    page_size: i32,
-    page_token: String,
-    filter: String,
-    order_by: String,
-    default_order: &str,
-) -> Result<ListQuery, Status> {
-    let mut v = Validator::new();
-    v.max_chars("filter", &filter, 2000)
-        .max_chars("order_by", &order_by, 200);
-    v.finish().map_err(status)?;
-    let order_by = if order_by.trim().is_empty() {
-        default_order.to_owned()
-    } else {
-        order_by
-    };
-    Ok(ListQuery {
-        parent,
-        page_size,
-        page_token,
-        filter,
-        order_by,
-    })
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -81,15 +48,7 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<ListAccountsRequest>,
     ) -> Reply<ListAccountsResponse> {
-        let r = request.into_inner();
-        let query = list_query(
-            String::new(),
-            r.page_size,
-            r.page_token,
-            r.filter,
-            r.order_by,
-            "create_time desc",
-        )?;
+        let query = list_query!(request.into_inner());
         let page = self.store.list::<Accounts>(&query).await.map_err(status)?;
         Ok(Response::new(ListAccountsResponse {
             accounts: page.items,
@@ -100,7 +59,7 @@ impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
     async fn create_account(&self, request: Request<CreateAccountRequest>) -> Reply<Account> {
         let r = request.into_inner();
-        let account = required(r.account, "account")?;
+        let account = required(r.account, "account").map_err(status)?;
         let created = accounts::create(&self.store, account, &r.account_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -110,7 +69,7 @@ impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all)]
     async fn update_account(&self, request: Request<UpdateAccountRequest>) -> Reply<Account> {
         let r = request.into_inner();
-        let account = required(r.account, "account")?;
+        let account = required(r.account, "account").map_err(status)?;
         let updated = accounts::update(&self.store, account, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -138,15 +97,7 @@ impl AccountsService for AccountsApi {
 
     #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent))]
     async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Reply<ListOrdersResponse> {
-        let r = request.into_inner();
-        let query = list_query(
-            r.parent,
-            r.page_size,
-            r.page_token,
-            r.filter,
-            r.order_by,
-            "order_time desc",
-        )?;
+        let query = list_query!(request.into_inner(), parent);
         let page = self.store.list::<Orders>(&query).await.map_err(status)?;
         Ok(Response::new(ListOrdersResponse {
             orders: page.items,
@@ -157,7 +108,7 @@ impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent, request_id = %request.get_ref().request_id))]
     async fn create_order(&self, request: Request<CreateOrderRequest>) -> Reply<Order> {
         let r = request.into_inner();
-        let order = required(r.order, "order")?;
+        let order = required(r.order, "order").map_err(status)?;
         let created = orders::create(&self.store, &r.parent, order, &r.order_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -167,7 +118,7 @@ impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all)]
     async fn update_order(&self, request: Request<UpdateOrderRequest>) -> Reply<Order> {
         let r = request.into_inner();
-        let order = required(r.order, "order")?;
+        let order = required(r.order, "order").map_err(status)?;
         let updated = orders::update(&self.store, order, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -196,15 +147,7 @@ impl AccountsService for AccountsApi {
 
     #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent))]
     async fn list_cases(&self, request: Request<ListCasesRequest>) -> Reply<ListCasesResponse> {
-        let r = request.into_inner();
-        let query = list_query(
-            r.parent,
-            r.page_size,
-            r.page_token,
-            r.filter,
-            r.order_by,
-            "create_time desc",
-        )?;
+        let query = list_query!(request.into_inner(), parent);
         let page = self.store.list::<Cases>(&query).await.map_err(status)?;
         Ok(Response::new(ListCasesResponse {
             cases: page.items,
@@ -215,7 +158,7 @@ impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent, request_id = %request.get_ref().request_id))]
     async fn create_case(&self, request: Request<CreateCaseRequest>) -> Reply<Case> {
         let r = request.into_inner();
-        let case = required(r.case, "case")?;
+        let case = required(r.case, "case").map_err(status)?;
         let created = cases::create(&self.store, &r.parent, case, &r.case_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -225,7 +168,7 @@ impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all)]
     async fn update_case(&self, request: Request<UpdateCaseRequest>) -> Reply<Case> {
         let r = request.into_inner();
-        let case = required(r.case, "case")?;
+        let case = required(r.case, "case").map_err(status)?;
         let updated = cases::update(&self.store, case, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -242,8 +185,7 @@ impl AccountsService for AccountsApi {
         Ok(Response::new(()))
     }
 
-    type WatchEventsStream =
-        Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>> + Send + 'static>>;
+    type WatchEventsStream = EventStream<WatchEventsResponse>;
 
     #[tracing::instrument(skip_all, fields(after_sequence = request.get_ref().after_sequence))]
     async fn watch_events(
@@ -251,57 +193,9 @@ impl AccountsService for AccountsApi {
         request: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
         let r = request.into_inner();
-        if r.after_sequence < 0 {
-            return Err(status(ApiError::invalid(
-                "after_sequence",
-                "must not be negative",
-            )));
-        }
-        let stream = self.store.watch(r.after_sequence, r.types).map(|item| {
-            item.map(|event| WatchEventsResponse { event: Some(event) })
-                .map_err(|e| e.into_status(DOMAIN))
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_default_to_the_contract_order_and_cap_lengths() {
-        let query = list_query(
-            String::new(),
-            0,
-            String::new(),
-            String::new(),
-            " ".into(),
-            "order_time desc",
-        )
-        .expect("valid");
-        assert_eq!(query.order_by, "order_time desc");
-        let query = list_query(
-            String::new(),
-            0,
-            String::new(),
-            String::new(),
-            "create_time".into(),
-            "order_time desc",
-        )
-        .expect("valid");
-        assert_eq!(query.order_by, "create_time");
-        let long = list_query(
-            String::new(),
-            0,
-            String::new(),
-            "x".repeat(2001),
-            String::new(),
-            "create_time desc",
-        );
-        assert_eq!(
-            long.expect_err("too long").code(),
-            tonic::Code::InvalidArgument
-        );
+        let stream = watch_events(&self.store, r.after_sequence, r.types, DOMAIN, |event| {
+            WatchEventsResponse { event: Some(event) }
+        })?;
+        Ok(Response::new(stream))
     }
 }

@@ -1,6 +1,6 @@
-//! The domain operations against a real (SQLite) database: the migration, the SQL each module
-//! writes itself, and the events each change leaves in the outbox. The end-to-end tests in
-//! `tests/` cover the same through the gRPC server.
+//! The domain operations against a real database (SQLite and PostgreSQL): the migration, the SQL
+//! each module writes itself, and the events each change leaves in the outbox. The end-to-end
+//! tests in `tests/` cover the same through the gRPC server.
 
 use kizuna_db::Database;
 use kizuna_errors::ApiError;
@@ -8,126 +8,26 @@ use kizuna_proto::accounts::{Account, Case, Order, account, case, order};
 use kizuna_settings::{DatabaseSettings, Secret};
 use kizuna_store::Store;
 use kizuna_store::time::from_timestamp;
+use kizuna_testing::{Backend, TestDb, both_backends};
 use prost_types::FieldMask;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use crate::error::Error;
+use crate::tables::{Accounts, Orders};
 use crate::{accounts, cases, migrations, orders};
-
-/// Which engine a test runs on.
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs an async test body on SQLite and on PostgreSQL (`KIZUNA_TEST_DATABASE_URL`, an admin URL,
-/// or the standard local server; skipped when unreachable unless `KIZUNA_TEST_POSTGRES=required`).
-macro_rules! both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::Backend::Postgres).await
-            }
-        }
-    };
-}
 
 /// A migrated store over a fresh database, removed on drop.
 struct Fixture {
     store: Store,
-    cleanup: Cleanup,
+    // Dropped before the database: ends the store's event listener.
     _stop: tokio::sync::watch::Sender<bool>,
-}
-
-enum Cleanup {
-    File(std::path::PathBuf),
-    Database { admin: String, name: String },
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        match &self.cleanup {
-            Cleanup::File(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut path = path.clone().into_os_string();
-                    path.push(suffix);
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-            Cleanup::Database { admin, name } => {
-                // Drop cannot await: use a thread with its own runtime.
-                let (admin, name) = (admin.clone(), name.clone());
-                let _ = std::thread::spawn(move || {
-                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
-                        return;
-                    };
-                    runtime.block_on(async move {
-                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                                .execute(&mut conn)
-                                .await;
-                        }
-                    });
-                })
-                .join();
-            }
-        }
-    }
+    _db: TestDb,
 }
 
 async fn fixture(backend: Backend) -> Option<Fixture> {
-    let unique = unique();
-    let (url, cleanup) = match backend {
-        Backend::Sqlite => {
-            let path = std::env::temp_dir().join(format!("kizuna-accounts-{unique}.db"));
-            (format!("sqlite://{}", path.display()), Cleanup::File(path))
-        }
-        Backend::Postgres => {
-            let admin = std::env::var("KIZUNA_TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-            let connect = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                sqlx::PgConnection::connect(&admin),
-            )
-            .await;
-            let Ok(Ok(mut conn)) = connect else {
-                let required = std::env::var("KIZUNA_TEST_POSTGRES").is_ok_and(|v| v == "required");
-                assert!(
-                    !required,
-                    "PostgreSQL is required but unreachable at {admin}"
-                );
-                eprintln!("skipping the PostgreSQL variant: {admin} unreachable");
-                return None;
-            };
-            let name = format!("kizuna_accounts_{}", unique.replace('-', "_"));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("create test database");
-            let base = admin
-                .rsplit_once('/')
-                .map_or(admin.as_str(), |(base, _)| base);
-            (
-                format!("{base}/{name}"),
-                Cleanup::Database {
-                    admin: admin.clone(),
-                    name,
-                },
-            )
-        }
-    };
+    let test_db = TestDb::create(backend).await?;
     let settings = DatabaseSettings {
-        url: Secret::new(url),
+        url: Secret::new(test_db.url.clone()),
         max_connections: 4,
         acquire_timeout_secs: 10,
         migrate_on_start: true,
@@ -137,22 +37,11 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let fixture = Fixture {
         store: Store::new(db.clone(), crate::SERVICE, stopping),
-        cleanup,
         _stop: stop,
+        _db: test_db,
     };
     db.migrate(migrations::MIGRATIONS).await.expect("migrate");
     Some(fixture)
-}
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        kizuna_db::now_micros(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 async fn event_types(store: &Store) -> Vec<String> {
@@ -204,6 +93,40 @@ async fn one_account_per_deal_on(backend: Backend) {
     match again {
         Err(Error::DuplicateDeal { existing, .. }) => assert_eq!(existing, created.name),
         other => panic!("expected a duplicate deal, got {other:?}"),
+    }
+    // An over-long idempotency key is refused (by the store) before anything is written.
+    let long_key = "r".repeat(101);
+    let order = Order {
+        currency_code: "JPY".into(),
+        line_items: vec![line(1, 100)],
+        ..Order::default()
+    };
+    let case = Case {
+        title: "問い合わせ".into(),
+        kind: case::Kind::Inquiry as i32,
+        ..Case::default()
+    };
+    let refused = [
+        accounts::create(&f.store, company("長"), "", &long_key)
+            .await
+            .map(|_| ()),
+        orders::create(&f.store, &created.name, order, "", &long_key)
+            .await
+            .map(|_| ()),
+        cases::create(&f.store, &created.name, case, "", &long_key)
+            .await
+            .map(|_| ()),
+    ];
+    for result in refused {
+        match result {
+            Err(Error::Api(ApiError::InvalidArgument(violations))) => {
+                assert!(
+                    violations.iter().any(|v| v.field == "request_id"),
+                    "{violations:?}"
+                );
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
     }
     assert_eq!(event_types(&f.store).await, ["account.created"]);
 }
@@ -461,4 +384,78 @@ async fn cases_get_their_sla_and_resolve_once_on(backend: Backend) {
             "case.updated"
         ]
     );
+}
+
+both_backends!(
+    lists_default_to_the_newest_and_take_enum_prefixes,
+    lists_default_to_the_newest_and_take_enum_prefixes_on
+);
+async fn lists_default_to_the_newest_and_take_enum_prefixes_on(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let account = accounts::create(s, company("店"), "shop", "")
+        .await
+        .expect("account");
+    // Recorded first but placed later: orders list by order time, newest first.
+    let hour = 3_600_000_000;
+    let now = kizuna_db::now_micros();
+    let mut names = Vec::new();
+    for (external, placed) in [("POS-1", now - hour), ("POS-2", now - 2 * hour)] {
+        let order = Order {
+            external_order_id: external.into(),
+            currency_code: "JPY".into(),
+            line_items: vec![line(1, 100)],
+            order_time: Some(kizuna_store::time::to_timestamp(placed)),
+            ..Order::default()
+        };
+        let created = orders::create(s, &account.name, order, "", "")
+            .await
+            .expect("order");
+        names.push(created.name);
+    }
+    let list = |filter: &str, order_by: &str| kizuna_store::ListQuery {
+        parent: account.name.clone(),
+        filter: filter.into(),
+        order_by: order_by.into(),
+        ..kizuna_store::ListQuery::default()
+    };
+    let listed = |page: kizuna_store::Page<Order>| -> Vec<String> {
+        page.items.into_iter().map(|o| o.name).collect()
+    };
+    let default = s.list::<Orders>(&list("", " ")).await.expect("list");
+    assert_eq!(listed(default), names);
+    let by_create = s
+        .list::<Orders>(&list("", "create_time desc"))
+        .await
+        .expect("list");
+    assert_eq!(listed(by_create), [names[1].clone(), names[0].clone()]);
+    // Enum values are accepted with or without their prefix.
+    for filter in ["status = PLACED", "status = STATUS_PLACED"] {
+        let page = s.list::<Orders>(&list(filter, "")).await.expect(filter);
+        assert_eq!(page.items.len(), 2, "{filter}");
+    }
+    let companies = s
+        .list::<Accounts>(&kizuna_store::ListQuery {
+            filter: "type = TYPE_COMPANY".into(),
+            ..kizuna_store::ListQuery::default()
+        })
+        .await
+        .expect("accounts");
+    assert_eq!(companies.items.len(), 1);
+    // The contract's length limits.
+    let too_long = s
+        .list::<Orders>(&list(&"x".repeat(2001), &"y".repeat(201)))
+        .await;
+    match too_long {
+        Err(ApiError::InvalidArgument(violations)) => assert_eq!(
+            violations
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>(),
+            ["filter", "order_by"]
+        ),
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
 }

@@ -1,7 +1,9 @@
 //! How accounts resources map onto their tables: indexed columns for filters and ordering.
 //!
-//! Enums are stored by their short name (`COMPANY` for `TYPE_COMPANY`), times in microseconds
-//! (0 while unset), like the other services.
+//! Enums are stored by their short name (`COMPANY` for `TYPE_COMPANY`) and filters take either
+//! form (`type = COMPANY`, `type = TYPE_COMPANY`); times are microseconds (0 while unset), like
+//! the other services. Lists default to the newest first: orders by `order_time`, the rest by
+//! `create_time`.
 
 use kizuna_proto::accounts::{Account, Case, Order, account, case, order};
 use kizuna_store::table::enum_short_name;
@@ -24,7 +26,7 @@ impl Table for Accounts {
     const PROTO_NAME: &'static str = "kizuna.accounts.v1.Account";
     const COLUMNS: &'static [Column] = &[
         Column::text("display_name"),
-        Column::enumeration("type"),
+        Column::enumeration("type").prefixed("TYPE_"),
         Column::text("parent_account"),
         Column::text("email"),
         Column::text("email_key"),
@@ -72,10 +74,11 @@ impl Table for Orders {
     const PARENT: Option<&'static str> = Some("accounts");
     const EVENT_PREFIX: &'static str = "order";
     const PROTO_NAME: &'static str = "kizuna.accounts.v1.Order";
+    const DEFAULT_ORDER: &'static str = "order_time desc";
     const COLUMNS: &'static [Column] = &[
         Column::text("external_order_id"),
         Column::time("order_time"),
-        Column::enumeration("status"),
+        Column::enumeration("status").prefixed("STATUS_"),
         Column::text("currency_code"),
         Column::int("total_minor"),
         Column::text("deal"),
@@ -112,9 +115,9 @@ impl Table for Cases {
     const EVENT_PREFIX: &'static str = "case";
     const PROTO_NAME: &'static str = "kizuna.accounts.v1.Case";
     const COLUMNS: &'static [Column] = &[
-        Column::enumeration("kind"),
-        Column::enumeration("priority"),
-        Column::enumeration("state"),
+        Column::enumeration("kind").prefixed("KIND_"),
+        Column::enumeration("priority").prefixed("PRIORITY_"),
+        Column::enumeration("state").prefixed("STATE_"),
         Column::text("owner"),
         Column::time("sla_due_time"),
         Column::time("resolve_time"),

@@ -1,12 +1,11 @@
 //! gRPC handlers: unpack the request, call the domain, map the error. Nothing else lives here.
 
-use std::pin::Pin;
-
-use futures::{Stream, StreamExt};
-use kizuna_errors::ApiError;
+use kizuna_errors::required;
 use kizuna_proto::deals::deals_service_server::DealsService;
 use kizuna_proto::deals::*;
-use kizuna_store::{ListQuery, Store};
+use kizuna_store::Store;
+use kizuna_store::api::{EventStream, watch_events};
+use kizuna_store::list_query;
 use tonic::{Request, Response, Status};
 
 use crate::error::{DOMAIN, Error};
@@ -30,20 +29,6 @@ fn status(error: impl Into<Error>) -> Status {
     error.into().into()
 }
 
-fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
-    value.ok_or_else(|| status(ApiError::invalid(field, "is required")))
-}
-
-fn top_level(page_size: i32, page_token: String, filter: String, order_by: String) -> ListQuery {
-    ListQuery {
-        parent: String::new(),
-        page_size,
-        page_token,
-        filter,
-        order_by,
-    }
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -63,8 +48,7 @@ impl DealsService for DealsApi {
         &self,
         request: Request<ListPipelinesRequest>,
     ) -> Reply<ListPipelinesResponse> {
-        let r = request.into_inner();
-        let query = top_level(r.page_size, r.page_token, r.filter, r.order_by);
+        let query = list_query!(request.into_inner());
         let page = self.store.list::<Pipelines>(&query).await.map_err(status)?;
         Ok(Response::new(ListPipelinesResponse {
             pipelines: page.items,
@@ -75,7 +59,7 @@ impl DealsService for DealsApi {
     #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
     async fn create_pipeline(&self, request: Request<CreatePipelineRequest>) -> Reply<Pipeline> {
         let r = request.into_inner();
-        let pipeline = required(r.pipeline, "pipeline")?;
+        let pipeline = required(r.pipeline, "pipeline").map_err(status)?;
         let created = pipelines::create(&self.store, pipeline, &r.pipeline_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -85,7 +69,7 @@ impl DealsService for DealsApi {
     #[tracing::instrument(skip_all)]
     async fn update_pipeline(&self, request: Request<UpdatePipelineRequest>) -> Reply<Pipeline> {
         let r = request.into_inner();
-        let pipeline = required(r.pipeline, "pipeline")?;
+        let pipeline = required(r.pipeline, "pipeline").map_err(status)?;
         let updated = pipelines::update(&self.store, pipeline, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -113,8 +97,7 @@ impl DealsService for DealsApi {
 
     #[tracing::instrument(skip_all)]
     async fn list_deals(&self, request: Request<ListDealsRequest>) -> Reply<ListDealsResponse> {
-        let r = request.into_inner();
-        let query = top_level(r.page_size, r.page_token, r.filter, r.order_by);
+        let query = list_query!(request.into_inner());
         let page = self.store.list::<Deals>(&query).await.map_err(status)?;
         Ok(Response::new(ListDealsResponse {
             deals: page.items,
@@ -125,7 +108,7 @@ impl DealsService for DealsApi {
     #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
     async fn create_deal(&self, request: Request<CreateDealRequest>) -> Reply<Deal> {
         let r = request.into_inner();
-        let deal = required(r.deal, "deal")?;
+        let deal = required(r.deal, "deal").map_err(status)?;
         let created = deals::create(&self.store, deal, &r.deal_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -135,7 +118,7 @@ impl DealsService for DealsApi {
     #[tracing::instrument(skip_all)]
     async fn update_deal(&self, request: Request<UpdateDealRequest>) -> Reply<Deal> {
         let r = request.into_inner();
-        let deal = required(r.deal, "deal")?;
+        let deal = required(r.deal, "deal").map_err(status)?;
         let updated = deals::update(&self.store, deal, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -166,8 +149,7 @@ impl DealsService for DealsApi {
         &self,
         request: Request<ListContactsRequest>,
     ) -> Reply<ListContactsResponse> {
-        let r = request.into_inner();
-        let query = top_level(r.page_size, r.page_token, r.filter, r.order_by);
+        let query = list_query!(request.into_inner());
         let page = self.store.list::<Contacts>(&query).await.map_err(status)?;
         Ok(Response::new(ListContactsResponse {
             contacts: page.items,
@@ -178,7 +160,7 @@ impl DealsService for DealsApi {
     #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
     async fn create_contact(&self, request: Request<CreateContactRequest>) -> Reply<Contact> {
         let r = request.into_inner();
-        let contact = required(r.contact, "contact")?;
+        let contact = required(r.contact, "contact").map_err(status)?;
         let created = contacts::create(&self.store, contact, &r.contact_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -188,7 +170,7 @@ impl DealsService for DealsApi {
     #[tracing::instrument(skip_all)]
     async fn update_contact(&self, request: Request<UpdateContactRequest>) -> Reply<Contact> {
         let r = request.into_inner();
-        let contact = required(r.contact, "contact")?;
+        let contact = required(r.contact, "contact").map_err(status)?;
         let updated = contacts::update(&self.store, contact, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -205,8 +187,7 @@ impl DealsService for DealsApi {
         Ok(Response::new(()))
     }
 
-    type WatchEventsStream =
-        Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>> + Send + 'static>>;
+    type WatchEventsStream = EventStream<WatchEventsResponse>;
 
     #[tracing::instrument(skip_all, fields(after_sequence = request.get_ref().after_sequence))]
     async fn watch_events(
@@ -214,16 +195,9 @@ impl DealsService for DealsApi {
         request: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
         let r = request.into_inner();
-        if r.after_sequence < 0 {
-            return Err(status(ApiError::invalid(
-                "after_sequence",
-                "must not be negative",
-            )));
-        }
-        let stream = self.store.watch(r.after_sequence, r.types).map(|item| {
-            item.map(|event| WatchEventsResponse { event: Some(event) })
-                .map_err(|e| e.into_status(DOMAIN))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let stream = watch_events(&self.store, r.after_sequence, r.types, DOMAIN, |event| {
+            WatchEventsResponse { event: Some(event) }
+        })?;
+        Ok(Response::new(stream))
     }
 }

@@ -1,4 +1,5 @@
-//! The domain flows against a real (SQLite) database: transactions, events, constraints.
+//! The domain flows against a real database (SQLite and PostgreSQL): transactions, events,
+//! constraints.
 
 use kizuna_errors::ApiError;
 use kizuna_proto::deals::pipeline::Stage;

@@ -1,6 +1,6 @@
 //! gRPC handlers: unpack the request, call the domain, map the error. Nothing else lives here.
 
-use kizuna_errors::ApiError;
+use kizuna_errors::required;
 use kizuna_proto::gateway::gateway_service_server::GatewayService;
 use kizuna_proto::gateway::*;
 use kizuna_store::Store;
@@ -26,10 +26,6 @@ impl GatewayApi {
 
 fn status(error: impl Into<Error>) -> Status {
     error.into().into()
-}
-
-fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
-    value.ok_or_else(|| status(ApiError::invalid(field, "is required")))
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -63,7 +59,7 @@ impl GatewayService for GatewayApi {
     #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
     async fn create_subject(&self, request: Request<CreateSubjectRequest>) -> Reply<Subject> {
         let r = request.into_inner();
-        let subject = required(r.subject, "subject")?;
+        let subject = required(r.subject, "subject").map_err(status)?;
         let created = subjects::create(&self.store, subject, &r.subject_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -73,7 +69,7 @@ impl GatewayService for GatewayApi {
     #[tracing::instrument(skip_all)]
     async fn update_subject(&self, request: Request<UpdateSubjectRequest>) -> Reply<Subject> {
         let r = request.into_inner();
-        let subject = required(r.subject, "subject")?;
+        let subject = required(r.subject, "subject").map_err(status)?;
         let updated = subjects::update(&self.store, subject, r.update_mask.as_ref())
             .await
             .map_err(status)?;

@@ -1,12 +1,11 @@
 //! gRPC handlers: unpack the request, call the domain, map the error. Nothing else lives here.
 
-use std::pin::Pin;
-
-use futures::{Stream, StreamExt};
-use kizuna_errors::ApiError;
+use kizuna_errors::required;
 use kizuna_proto::leads::leads_service_server::LeadsService;
 use kizuna_proto::leads::*;
-use kizuna_store::{ListQuery, Store};
+use kizuna_store::Store;
+use kizuna_store::api::{EventStream, watch_events};
+use kizuna_store::list_query;
 use tonic::{Request, Response, Status};
 
 use crate::error::{DOMAIN, Error};
@@ -30,10 +29,6 @@ fn status(error: impl Into<Error>) -> Status {
     error.into().into()
 }
 
-fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
-    value.ok_or_else(|| status(ApiError::invalid(field, "is required")))
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -50,14 +45,7 @@ impl LeadsService for LeadsApi {
 
     #[tracing::instrument(skip_all)]
     async fn list_leads(&self, request: Request<ListLeadsRequest>) -> Reply<ListLeadsResponse> {
-        let r = request.into_inner();
-        let query = ListQuery {
-            parent: String::new(),
-            page_size: r.page_size,
-            page_token: r.page_token,
-            filter: r.filter,
-            order_by: r.order_by,
-        };
+        let query = list_query!(request.into_inner());
         let page = self.store.list::<Leads>(&query).await.map_err(status)?;
         Ok(Response::new(ListLeadsResponse {
             leads: page.items,
@@ -68,7 +56,7 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
     async fn create_lead(&self, request: Request<CreateLeadRequest>) -> Reply<Lead> {
         let r = request.into_inner();
-        let lead = required(r.lead, "lead")?;
+        let lead = required(r.lead, "lead").map_err(status)?;
         let created = capture::create(&self.store, lead, &r.lead_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -78,7 +66,7 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all)]
     async fn update_lead(&self, request: Request<UpdateLeadRequest>) -> Reply<Lead> {
         let r = request.into_inner();
-        let lead = required(r.lead, "lead")?;
+        let lead = required(r.lead, "lead").map_err(status)?;
         let updated = capture::update(&self.store, lead, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -110,14 +98,7 @@ impl LeadsService for LeadsApi {
         &self,
         request: Request<ListActivitiesRequest>,
     ) -> Reply<ListActivitiesResponse> {
-        let r = request.into_inner();
-        let query = ListQuery {
-            parent: r.parent,
-            page_size: r.page_size,
-            page_token: r.page_token,
-            filter: r.filter,
-            order_by: r.order_by,
-        };
+        let query = list_query!(request.into_inner(), parent);
         let page = self
             .store
             .list::<Activities>(&query)
@@ -132,7 +113,7 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent, request_id = %request.get_ref().request_id))]
     async fn create_activity(&self, request: Request<CreateActivityRequest>) -> Reply<Activity> {
         let r = request.into_inner();
-        let activity = required(r.activity, "activity")?;
+        let activity = required(r.activity, "activity").map_err(status)?;
         let created = activities::create(
             &self.store,
             &r.parent,
@@ -163,14 +144,7 @@ impl LeadsService for LeadsApi {
         &self,
         request: Request<ListScoringModelsRequest>,
     ) -> Reply<ListScoringModelsResponse> {
-        let r = request.into_inner();
-        let query = ListQuery {
-            parent: String::new(),
-            page_size: r.page_size,
-            page_token: r.page_token,
-            filter: r.filter,
-            order_by: r.order_by,
-        };
+        let query = list_query!(request.into_inner());
         let page = self
             .store
             .list::<ScoringModels>(&query)
@@ -188,7 +162,7 @@ impl LeadsService for LeadsApi {
         request: Request<CreateScoringModelRequest>,
     ) -> Reply<ScoringModel> {
         let r = request.into_inner();
-        let model = required(r.scoring_model, "scoring_model")?;
+        let model = required(r.scoring_model, "scoring_model").map_err(status)?;
         let created = scoring::create(&self.store, model, &r.scoring_model_id, &r.request_id)
             .await
             .map_err(status)?;
@@ -201,7 +175,7 @@ impl LeadsService for LeadsApi {
         request: Request<UpdateScoringModelRequest>,
     ) -> Reply<ScoringModel> {
         let r = request.into_inner();
-        let model = required(r.scoring_model, "scoring_model")?;
+        let model = required(r.scoring_model, "scoring_model").map_err(status)?;
         let updated = scoring::update(&self.store, model, r.update_mask.as_ref())
             .await
             .map_err(status)?;
@@ -218,8 +192,7 @@ impl LeadsService for LeadsApi {
         Ok(Response::new(()))
     }
 
-    type WatchEventsStream =
-        Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>> + Send + 'static>>;
+    type WatchEventsStream = EventStream<WatchEventsResponse>;
 
     #[tracing::instrument(skip_all, fields(after_sequence = request.get_ref().after_sequence))]
     async fn watch_events(
@@ -227,16 +200,9 @@ impl LeadsService for LeadsApi {
         request: Request<WatchEventsRequest>,
     ) -> Reply<Self::WatchEventsStream> {
         let r = request.into_inner();
-        if r.after_sequence < 0 {
-            return Err(status(ApiError::invalid(
-                "after_sequence",
-                "must not be negative",
-            )));
-        }
-        let stream = self.store.watch(r.after_sequence, r.types).map(|item| {
-            item.map(|event| WatchEventsResponse { event: Some(event) })
-                .map_err(|e| e.into_status(DOMAIN))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let stream = watch_events(&self.store, r.after_sequence, r.types, DOMAIN, |event| {
+            WatchEventsResponse { event: Some(event) }
+        })?;
+        Ok(Response::new(stream))
     }
 }

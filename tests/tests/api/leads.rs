@@ -583,3 +583,163 @@ async fn activities_belong_to_existing_leads(backend: Backend) {
     suite.stop().await;
 }
 both_backends!(activities, activities_belong_to_existing_leads);
+
+async fn scoring_models_are_validated(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let mut client = suite.leads().await;
+    use kizuna_proto::leads::scoring_model::{EngagementRule, FitRule, fit_rule};
+    let model = ScoringModel {
+        display_name: "Default B2B".into(),
+        half_life_days: 30.0,
+        mql_score_threshold: 50.0,
+        mql_min_grade: "B".into(),
+        engagement_rules: vec![EngagementRule {
+            rule_id: "pricing".into(),
+            activity_kind: ActivityKind::PageView as i32,
+            url_contains: "/pricing".into(),
+            points: 10.0,
+            ..Default::default()
+        }],
+        fit_rules: vec![FitRule {
+            rule_id: "size".into(),
+            field: "company_size".into(),
+            operator: fit_rule::Operator::GreaterThan as i32,
+            value: "100".into(),
+            points: 20.0,
+        }],
+        ..Default::default()
+    };
+    let rule = |f: fn(&mut EngagementRule)| {
+        let mut m = model.clone();
+        f(&mut m.engagement_rules[0]);
+        m
+    };
+    let cases: Vec<(&str, ScoringModel, &str)> = vec![
+        (
+            "no name",
+            ScoringModel {
+                display_name: String::new(),
+                ..model.clone()
+            },
+            "scoring_model.display_name",
+        ),
+        (
+            "negative half-life",
+            ScoringModel {
+                half_life_days: -1.0,
+                ..model.clone()
+            },
+            "scoring_model.half_life_days",
+        ),
+        (
+            "grade E",
+            ScoringModel {
+                mql_min_grade: "E".into(),
+                ..model.clone()
+            },
+            "scoring_model.mql_min_grade",
+        ),
+        (
+            "unknown activity kind",
+            rule(|r| r.activity_kind = 99),
+            "scoring_model.engagement_rules[0].activity_kind",
+        ),
+        (
+            "infinite points",
+            rule(|r| r.points = f64::INFINITY),
+            "scoring_model.engagement_rules[0].points",
+        ),
+        (
+            "unknown state",
+            ScoringModel {
+                state: 9,
+                ..model.clone()
+            },
+            "scoring_model.state",
+        ),
+    ];
+    for (what, bad, field) in cases {
+        let error = client
+            .create_scoring_model(CreateScoringModelRequest {
+                scoring_model: Some(bad),
+                ..Default::default()
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(error.code(), Code::InvalidArgument, "{what}");
+        assert!(
+            violated_fields(&error).iter().any(|f| f == field),
+            "{what}: {:?}",
+            violated_fields(&error)
+        );
+    }
+    let listed = client
+        .list_scoring_models(ListScoringModelsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        listed.scoring_models.is_empty(),
+        "refused models left nothing behind"
+    );
+
+    let created = client
+        .create_scoring_model(CreateScoringModelRequest {
+            scoring_model: Some(model),
+            ..Default::default()
+        })
+        .await
+        .expect("model")
+        .into_inner();
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.state, scoring_model::State::Draft as i32);
+    let bad_update = client
+        .update_scoring_model(UpdateScoringModelRequest {
+            scoring_model: Some(ScoringModel {
+                name: created.name.clone(),
+                half_life_days: f64::NAN,
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["half_life_days".into()],
+            }),
+        })
+        .await
+        .expect_err("NaN half-life");
+    assert_eq!(
+        violated_fields(&bad_update),
+        ["scoring_model.half_life_days"]
+    );
+    let published = client
+        .update_scoring_model(UpdateScoringModelRequest {
+            scoring_model: Some(ScoringModel {
+                name: created.name.clone(),
+                etag: created.etag.clone(),
+                state: scoring_model::State::Published as i32,
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["state".into()],
+            }),
+        })
+        .await
+        .expect("publish")
+        .into_inner();
+    assert_eq!(
+        published.revision, 2,
+        "every accepted change is a new revision"
+    );
+    let drafts = client
+        .list_scoring_models(ListScoringModelsRequest {
+            filter: "state = STATE_PUBLISHED".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("filter")
+        .into_inner();
+    assert_eq!(drafts.scoring_models, vec![published]);
+    suite.stop().await;
+}
+both_backends!(scoring_models, scoring_models_are_validated);

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
 use kizuna_proto::leads::{CreateLeadRequest, GetLeadRequest, Lead};
-use kizuna_tests::{Backend, Bearer, TestDb, both_backends, channel, settings_for, spawn_leads, token};
+use kizuna_tests::{
+    Backend, Bearer, TestDb, both_backends, channel, settings_for, spawn_leads, token,
+};
 use tonic::Code;
 
 const WRITERS: usize = 6;
 
 async fn drains_in_flight_writes(backend: Backend) {
     kizuna_telemetry::init_for_tests();
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let settings = settings_for(&db.url);
     let running = spawn_leads(db, settings.clone()).await;
     let port = running.port;
@@ -72,16 +76,30 @@ async fn drains_in_flight_writes(backend: Backend) {
 
     // Restart on the same database and check what was kept.
     let running = spawn_leads(db, settings).await;
-    let mut client = LeadsServiceClient::with_interceptor(channel(running.port).await, Bearer(Some(token(&["admin"]))));
+    let mut client = LeadsServiceClient::with_interceptor(
+        channel(running.port).await,
+        Bearer(Some(token(&["admin"]))),
+    );
     for lead_id in &succeeded {
         client
-            .get_lead(GetLeadRequest { name: format!("leads/{lead_id}") })
+            .get_lead(GetLeadRequest {
+                name: format!("leads/{lead_id}"),
+            })
             .await
             .unwrap_or_else(|e| panic!("acknowledged lead {lead_id} was lost: {e:?}"));
     }
     for lead_id in &refused {
-        let status = client.get_lead(GetLeadRequest { name: format!("leads/{lead_id}") }).await.expect_err("refused");
-        assert_eq!(status.code(), Code::NotFound, "refused call {lead_id} left a lead behind");
+        let status = client
+            .get_lead(GetLeadRequest {
+                name: format!("leads/{lead_id}"),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "refused call {lead_id} left a lead behind"
+        );
     }
     running.stop().await;
 }

@@ -24,8 +24,6 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_TAGS: usize = 50;
 /// Most custom fields on an account.
 pub const MAX_CUSTOM_FIELDS: usize = 50;
-/// Longest idempotency key accepted (AIP-155).
-pub const MAX_REQUEST_ID_CHARS: usize = 100;
 
 /// Whether `key` is a custom field key: 1-64 characters of `a-z`, `0-9` and `_`.
 pub fn valid_custom_field_key(key: &str) -> bool {
@@ -188,52 +186,45 @@ pub async fn create(
     let account = prepare_new(account, kizuna_db::now_micros());
     let mut v = Validator::new();
     check(&mut v, &account);
-    v.max_chars("request_id", request_id, MAX_REQUEST_ID_CHARS);
     v.finish()?;
-    let method = "CreateAccount";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Accounts>(method, request_id).await? {
-        return Ok(previous);
-    }
     let deal = account.deal.clone();
-    if let Some(existing) = find_by_deal(tx.conn(), store, &deal).await? {
-        return Err(Error::DuplicateDeal { deal, existing });
-    }
-    if !account.parent_account.is_empty() {
-        let own = if account_id.is_empty() {
-            String::new()
-        } else {
-            format!("accounts/{account_id}")
-        };
-        check_hierarchy(&mut tx, &own, &account.parent_account).await?;
-    }
-    let created = match tx.insert::<Accounts>("", account_id, account).await {
-        Ok(created) => created,
-        Err(error @ ApiError::AlreadyExists { .. }) if !deal.is_empty() => {
-            // Either the id is taken or a concurrent create for the same deal won the race
-            // (the unique index caught it): name the deal's account if there is one.
-            drop(tx);
+    let created = store
+        .create_with::<Accounts, Error, _>(
+            "",
+            account_id,
+            account,
+            request_id,
+            async |tx, account| {
+                if let Some(existing) = find_by_deal(tx.conn(), store, &account.deal).await? {
+                    return Err(Error::DuplicateDeal {
+                        deal: account.deal.clone(),
+                        existing,
+                    });
+                }
+                if !account.parent_account.is_empty() {
+                    let own = if account_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!("accounts/{account_id}")
+                    };
+                    check_hierarchy(tx, &own, &account.parent_account).await?;
+                }
+                Ok(())
+            },
+        )
+        .await;
+    match created {
+        Err(Error::Api(error @ ApiError::AlreadyExists { .. })) if !deal.is_empty() => {
+            // The insert hit a unique index: either the id is taken or a concurrent create for
+            // the same deal won the race. Name the deal's account if there is one.
             let mut conn = store.db().pool().acquire().await.map_err(db_error)?;
-            return match find_by_deal(&mut conn, store, &deal).await? {
+            match find_by_deal(&mut conn, store, &deal).await? {
                 Some(existing) => Err(Error::DuplicateDeal { deal, existing }),
                 None => Err(error.into()),
-            };
+            }
         }
-        Err(error) => return Err(error.into()),
-    };
-    tx.emit::<Accounts>("created", &created).await?;
-    if !tx
-        .remember::<Accounts>(method, request_id, &created)
-        .await?
-    {
-        drop(tx);
-        return store
-            .recall::<Accounts>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
+        other => other,
     }
-    tx.commit().await?;
-    Ok(created)
 }
 
 /// Applies `patch` under `mask` to the account it names, guarded by its etag. `type`, `lead` and

@@ -20,7 +20,6 @@ use prost::Message;
 use prost_types::FieldMask;
 use tracing::Instrument;
 
-use crate::accounts::MAX_REQUEST_ID_CHARS;
 use crate::error::Result;
 use crate::tables::{Accounts, Cases, valid_timestamp};
 
@@ -147,8 +146,9 @@ pub async fn create(
         "must be an account name like `accounts/{id}`",
     );
     check(&mut v, &case);
-    v.max_chars("request_id", request_id, MAX_REQUEST_ID_CHARS);
     v.finish()?;
+    // Not `Store::create_with`: the SLA counts from the create time the insert sets, so it is
+    // derived and stored after the insert, and a case recorded as resolved emits `case.resolved`.
     let method = "CreateCase";
     let mut tx = store.begin().await?;
     if let Some(previous) = tx.recall::<Cases>(method, request_id).await? {
@@ -171,15 +171,9 @@ pub async fn create(
     if is_resolved(created.state) {
         tx.emit::<Cases>("resolved", &created).await?;
     }
-    if !tx.remember::<Cases>(method, request_id, &created).await? {
-        drop(tx);
-        return store
-            .recall::<Cases>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-    }
-    tx.commit().await?;
-    Ok(created)
+    Ok(tx
+        .commit_created::<Cases>(method, request_id, created)
+        .await?)
 }
 
 /// Applies `patch` under `mask` to the case it names, guarded by its etag; keeps the SLA and the

@@ -14,8 +14,7 @@ use prost_types::FieldMask;
 use sqlx::Row;
 use tracing::Instrument;
 
-use crate::accounts::MAX_REQUEST_ID_CHARS;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tables::{Accounts, Orders, valid_timestamp};
 
 /// Most line items an order may have.
@@ -137,44 +136,48 @@ pub async fn create(
         "must be an account name like `accounts/{id}`",
     );
     check(&mut v, &order, now);
-    v.max_chars("request_id", request_id, MAX_REQUEST_ID_CHARS);
     v.finish()?;
     set_total(&mut order)?;
-    let method = "CreateOrder";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Orders>(method, request_id).await? {
-        return Ok(previous);
-    }
-    // The account must exist (and, on PostgreSQL, stays locked against a concurrent delete).
-    tx.get::<Accounts>(parent).await?;
     let external = order.external_order_id.clone();
-    if let Some(name) = find_external(tx.conn(), store, parent, &external).await? {
-        return Ok(tx.get::<Orders>(&name).await?);
-    }
-    let created = match tx.insert::<Orders>(parent, order_id, order).await {
-        Ok(created) => created,
-        Err(error @ ApiError::AlreadyExists { .. }) if !external.is_empty() => {
-            // Either the id is taken or a concurrent create with the same external id won the
-            // race (the unique index caught it): answer with that order if there is one.
-            drop(tx);
+    let created = store
+        .create_with::<Orders, Early, _>(parent, order_id, order, request_id, async |tx, order| {
+            // The account must exist (and, on PostgreSQL, stays locked against a concurrent
+            // delete).
+            tx.get::<Accounts>(parent).await?;
+            match find_external(tx.conn(), store, parent, &order.external_order_id).await? {
+                Some(name) => Err(Early::Existing(tx.get::<Orders>(&name).await?)),
+                None => Ok(()),
+            }
+        })
+        .await;
+    match created {
+        Ok(order) | Err(Early::Existing(order)) => Ok(order),
+        Err(Early::Failed(Error::Api(error @ ApiError::AlreadyExists { .. })))
+            if !external.is_empty() =>
+        {
+            // The insert hit a unique index: either the id is taken or a concurrent create with
+            // the same external id won the race. Answer with that order if there is one.
             let mut conn = store.db().pool().acquire().await.map_err(db_error)?;
-            return match find_external(&mut conn, store, parent, &external).await? {
+            match find_external(&mut conn, store, parent, &external).await? {
                 Some(name) => Ok(store.get::<Orders>(&name).await?),
                 None => Err(error.into()),
-            };
+            }
         }
-        Err(error) => return Err(error.into()),
-    };
-    tx.emit::<Orders>("created", &created).await?;
-    if !tx.remember::<Orders>(method, request_id, &created).await? {
-        drop(tx);
-        return store
-            .recall::<Orders>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
+        Err(Early::Failed(error)) => Err(error),
     }
-    tx.commit().await?;
-    Ok(created)
+}
+
+/// How an order create ends before its insert: with the order already recorded under the same
+/// external id (returned unchanged, nothing written), or with an error.
+enum Early {
+    Existing(Order),
+    Failed(Error),
+}
+
+impl From<ApiError> for Early {
+    fn from(error: ApiError) -> Self {
+        Early::Failed(error.into())
+    }
 }
 
 /// Applies `patch` under `mask` to the order it names, guarded by its etag, and recomputes the

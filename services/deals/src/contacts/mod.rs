@@ -74,28 +74,18 @@ pub async fn create(
 ) -> Result<Contact> {
     validate(&contact, "contact")?;
     let contact = prepare_new(contact);
-    let method = "CreateContact";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Contacts>(method, request_id).await? {
-        return Ok(previous);
-    }
-    if let Some((key, existing)) = find_duplicate(&mut tx, &contact, "").await? {
-        return Err(Error::DuplicateContact { key, existing });
-    }
-    let created = tx.insert::<Contacts>("", contact_id, contact).await?;
-    tx.emit::<Contacts>("created", &created).await?;
-    if !tx
-        .remember::<Contacts>(method, request_id, &created)
-        .await?
-    {
-        drop(tx);
-        return store
-            .recall::<Contacts>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-    }
-    tx.commit().await?;
-    Ok(created)
+    store
+        .create_with::<Contacts, Error, _>(
+            "",
+            contact_id,
+            contact,
+            request_id,
+            async |tx, contact| match find_duplicate(tx, contact, "").await? {
+                Some((key, existing)) => Err(Error::DuplicateContact { key, existing }),
+                None => Ok(()),
+            },
+        )
+        .await
 }
 
 /// Applies `patch` under `mask` to the contact it names, guarded by its etag.

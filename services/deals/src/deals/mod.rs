@@ -429,6 +429,8 @@ pub async fn create(store: &Store, deal: Deal, deal_id: &str, request_id: &str) 
     let mut deal = prepare_new(deal);
     fill_amount(&mut deal, false)?;
     validate(&deal)?;
+    // Not `Store::create_with`: the deal takes its first stage from the pipeline read inside the
+    // transaction, and its first stage move is recorded after the insert.
     let method = "CreateDeal";
     let mut tx = store.begin().await?;
     if let Some(previous) = tx.recall::<Deals>(method, request_id).await? {
@@ -447,15 +449,9 @@ pub async fn create(store: &Store, deal: Deal, deal_id: &str, request_id: &str) 
     let created = tx.insert::<Deals>("", deal_id, deal).await?;
     record_move(&mut tx, None, &created).await?;
     tx.emit::<Deals>("created", &created).await?;
-    if !tx.remember::<Deals>(method, request_id, &created).await? {
-        drop(tx);
-        return store
-            .recall::<Deals>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-    }
-    tx.commit().await?;
-    Ok(created)
+    Ok(tx
+        .commit_created::<Deals>(method, request_id, created)
+        .await?)
 }
 
 /// Whether the update sets `path`: named in the mask (or `*`), or, with no mask, set in the

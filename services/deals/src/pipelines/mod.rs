@@ -143,6 +143,8 @@ pub async fn create(
 ) -> Result<Pipeline> {
     validate(&pipeline)?;
     let pipeline = prepare_new(pipeline);
+    // Not `Store::create_with`: the `pipeline.updated` events of demoted pipelines follow
+    // `pipeline.created`.
     let method = "CreatePipeline";
     let mut tx = store.begin().await?;
     if let Some(previous) = tx.recall::<Pipelines>(method, request_id).await? {
@@ -158,18 +160,9 @@ pub async fn create(
     for other in &demoted {
         tx.emit::<Pipelines>("updated", other).await?;
     }
-    if !tx
-        .remember::<Pipelines>(method, request_id, &created)
-        .await?
-    {
-        drop(tx);
-        return store
-            .recall::<Pipelines>(method, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-    }
-    tx.commit().await?;
-    Ok(created)
+    Ok(tx
+        .commit_created::<Pipelines>(method, request_id, created)
+        .await?)
 }
 
 /// Applies `patch` under `mask` to the pipeline it names, guarded by its etag.

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::gateway::{ListSubjectsRequest, Subject, SubjectView};
 use kizuna_proto::types::LifecycleStage;
-use kizuna_store::{ListQuery, Page, Store, WriteTx, apply_mask, parse_parent};
+use kizuna_store::{Page, Store, WriteTx, apply_mask, list_query, parse_parent};
 use prost_types::FieldMask;
 use sqlx::Row;
 
@@ -22,6 +22,7 @@ pub const MISSING_LEAD: &str = "leads";
 /// The `missing_parts` entry when the account could not be read.
 pub const MISSING_ACCOUNT: &str = "accounts";
 
+/// The method `Store::create_with` records subject creates under (`Create` + the kind).
 const CREATE_METHOD: &str = "CreateSubject";
 
 /// Checks that `value`, when present, names a resource of `collection` (`leads/{id}`, ids of
@@ -106,36 +107,26 @@ pub async fn create(
 ) -> Result<Subject> {
     let subject = prepare_new(subject);
     validate(&subject, "subject")?;
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Subjects>(CREATE_METHOD, request_id).await? {
-        return Ok(previous);
-    }
-    if let Some((key, existing)) = find_duplicate(tx.conn(), &subject, "").await? {
-        return Err(Error::DuplicateSubject { key, existing });
-    }
-    let created = match tx.insert::<Subjects>("", subject_id, subject.clone()).await {
-        Ok(created) => created,
-        Err(error @ ApiError::AlreadyExists { .. }) => {
+    let created = store
+        .create_with::<Subjects, Error, _>(
+            "",
+            subject_id,
+            subject.clone(),
+            request_id,
+            async |tx, subject| match find_duplicate(tx.conn(), subject, "").await? {
+                Some((key, existing)) => Err(Error::DuplicateSubject { key, existing }),
+                None => Ok(()),
+            },
+        )
+        .await;
+    match created {
+        Err(Error::Api(error @ ApiError::AlreadyExists { .. })) => {
             // A concurrent create won a unique index (its id, lead or account) after our look-up;
             // the transaction is spoiled, so explain the conflict from a fresh connection.
-            drop(tx);
-            return resolve_conflict(store, &subject, request_id, error).await;
+            resolve_conflict(store, &subject, request_id, error).await
         }
-        Err(other) => return Err(other.into()),
-    };
-    tx.emit::<Subjects>("created", &created).await?;
-    if !tx
-        .remember::<Subjects>(CREATE_METHOD, request_id, &created)
-        .await?
-    {
-        drop(tx);
-        return store
-            .recall::<Subjects>(CREATE_METHOD, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
+        other => other,
     }
-    tx.commit().await?;
-    Ok(created)
 }
 
 /// Answers a create whose insert hit a unique index: with the first answer when a concurrent
@@ -256,13 +247,7 @@ async fn find_duplicate(
 
 /// Lists stored subjects (never with Customer 360 parts).
 pub async fn list(store: &Store, request: ListSubjectsRequest) -> Result<Page<Subject>> {
-    let query = ListQuery {
-        parent: String::new(),
-        page_size: request.page_size,
-        page_token: request.page_token,
-        filter: request.filter,
-        order_by: request.order_by,
-    };
+    let query = list_query!(request);
     Ok(store.list::<Subjects>(&query).await?)
 }
 

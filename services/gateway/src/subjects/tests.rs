@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use kizuna_db::Database;
 use kizuna_proto::gateway::{ListTransitionsRequest, Transition};
 use kizuna_settings::{DatabaseSettings, GatewaySettings, Secret};
+use kizuna_testing::{Backend, TestDb};
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
 
@@ -186,15 +187,21 @@ fn output_only_fields_are_dropped_on_create() {
 // ---------------------------------------------------------------- store
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    _stop: watch::Sender<bool>,
     store: Store,
+    // Dropped before the database: ends the store's event listener.
+    _stop: watch::Sender<bool>,
+    _db: TestDb,
+}
+
+/// A fresh SQLite database (always available, unlike PostgreSQL).
+async fn sqlite() -> TestDb {
+    TestDb::create(Backend::Sqlite).await.expect("sqlite")
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let test_db = sqlite().await;
     let settings = DatabaseSettings {
-        url: Secret::new(format!("sqlite://{}/gateway.db", dir.path().display())),
+        url: Secret::new(test_db.url.clone()),
         max_connections: 4,
         acquire_timeout_secs: 5,
         migrate_on_start: true,
@@ -205,9 +212,9 @@ async fn fixture() -> Fixture {
     let (stop, stopping) = watch::channel(false);
     let store = Store::new(db, crate::SERVICE, stopping);
     Fixture {
-        _dir: dir,
-        _stop: stop,
         store,
+        _stop: stop,
+        _db: test_db,
     }
 }
 
@@ -689,7 +696,7 @@ mod with_leads {
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 
     struct Leads {
-        _dir: tempfile::TempDir,
+        _db: TestDb,
         url: String,
         shutdown: kizuna_server::Shutdown,
     }
@@ -701,9 +708,9 @@ mod with_leads {
     }
 
     async fn start_leads() -> Leads {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sqlite().await;
         let mut settings = Settings::load(None).expect("defaults");
-        settings.database.url = Secret::new(format!("sqlite://{}/leads.db", dir.path().display()));
+        settings.database.url = Secret::new(db.url.clone());
         settings.auth.signing_key = Secret::new(KEY);
         settings.server.host = "127.0.0.1".into();
         settings.server.port = 0;
@@ -714,7 +721,7 @@ mod with_leads {
         let shutdown = app.shutdown();
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         Leads {
-            _dir: dir,
+            _db: db,
             url,
             shutdown,
         }

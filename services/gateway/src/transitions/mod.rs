@@ -2,7 +2,7 @@
 //! callers get and list them for funnel and time-in-stage analytics.
 
 use kizuna_proto::gateway::{ListTransitionsRequest, Transition};
-use kizuna_store::{ListQuery, Page, Store};
+use kizuna_store::{Page, Store, list_query};
 
 use crate::error::Result;
 use crate::tables::Transitions;
@@ -14,12 +14,6 @@ pub async fn get(store: &Store, name: &str) -> Result<Transition> {
 
 /// Lists the transitions of a subject (`subjects/-` for all), newest first by default.
 pub async fn list(store: &Store, request: ListTransitionsRequest) -> Result<Page<Transition>> {
-    let query = ListQuery {
-        parent: request.parent,
-        page_size: request.page_size,
-        page_token: request.page_token,
-        filter: request.filter,
-        order_by: request.order_by,
-    };
+    let query = list_query!(request, parent);
     Ok(store.list::<Transitions>(&query).await?)
 }
