@@ -1,6 +1,8 @@
 //! Scoring models: engagement rules (points per activity, decaying with a half-life) and fit
 //! rules (profile fields giving a grade A-D), plus the MQL thresholds. This module keeps the
-//! models themselves; applying them to leads builds on it.
+//! models themselves; [`engine`] applies a model to a lead.
+
+pub mod engine;
 
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{ActivityKind, ScoringModel, scoring_model};
@@ -81,6 +83,16 @@ pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
         }
         ids.push(rule.rule_id.clone());
         v.required_max(&f("field"), &rule.field, 64);
+        if !rule.field.is_empty() && !engine::is_fit_field(&rule.field) {
+            v.violation(
+                f("field"),
+                format!(
+                    "`{}` is not a profile field a fit rule can read",
+                    rule.field
+                ),
+            );
+        }
+        v.required(&f("value"), &rule.value);
         let known = scoring_model::fit_rule::Operator::try_from(rule.operator).is_ok();
         v.enum_value(&f("operator"), known, rule.operator, true);
         v.max_chars(&f("value"), &rule.value, 1024);
