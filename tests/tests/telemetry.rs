@@ -10,19 +10,47 @@ use kizuna_proto::gateway::{CreateSubjectRequest, GetSubjectRequest, Subject, Su
 use kizuna_proto::leads::{CreateLeadRequest, Lead, WatchEventsRequest};
 use kizuna_settings::{LogFormat, TelemetrySettings};
 use kizuna_tests::{Backend, Suite};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<Span>>>,
+    metrics: Arc<Mutex<Vec<Metric>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut metrics = self.metrics.lock().expect("lock");
+        for resource in request.into_inner().resource_metrics {
+            for scope in resource.scope_metrics {
+                metrics.extend(scope.metrics);
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -44,7 +72,11 @@ impl TraceService for Collector {
 }
 
 fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes
+    attribute_of(&span.attributes, key)
+}
+
+fn attribute_of(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
         .iter()
         .find(|kv| kv.key == key)
         .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
@@ -68,6 +100,7 @@ async fn spans_reach_the_collector_in_one_trace() {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(collector.clone()))
+            .add_service(MetricsServiceServer::new(collector.clone()))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let settings = TelemetrySettings {
@@ -204,4 +237,31 @@ async fn spans_reach_the_collector_in_one_trace() {
         spans.iter().all(|s| !s.name.starts_with("grpc.health")),
         "health checks stay out of traces"
     );
+
+    // RED metrics: the duration histogram counts calls by method and status.
+    let metrics = collector.metrics.lock().expect("lock").clone();
+    let duration = metrics
+        .iter()
+        .find(|m| m.name == "rpc.server.call.duration")
+        .unwrap_or_else(|| {
+            panic!(
+                "no RPC duration metric among {:?}",
+                metrics.iter().map(|m| &m.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(duration.unit, "s");
+    let Some(Data::Histogram(histogram)) = &duration.data else {
+        panic!("a histogram")
+    };
+    let creates: u64 = histogram
+        .data_points
+        .iter()
+        .filter(|p| {
+            attribute_of(&p.attributes, "rpc.method").as_deref()
+                == Some("kizuna.leads.v1.LeadsService/CreateLead")
+                && attribute_of(&p.attributes, "rpc.response.status_code").as_deref() == Some("OK")
+        })
+        .map(|p| p.count)
+        .sum();
+    assert_eq!(creates, 1, "one CreateLead call, counted once");
 }

@@ -149,11 +149,17 @@ where
                         "call refused"
                     )
                 });
+                kizuna_telemetry::metrics::record_server_call(
+                    &method,
+                    code_name(status.code()),
+                    std::time::Duration::ZERO,
+                );
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
 
         let call_span = span.clone();
+        let started = std::time::Instant::now();
         Box::pin(
             async move {
                 let response = inner.call(request).await?;
@@ -162,6 +168,11 @@ where
                 let code = tonic::Status::from_header_map(response.headers())
                     .map_or(Code::Ok, |s| s.code());
                 call_span.record("rpc.response.status_code", code_name(code));
+                kizuna_telemetry::metrics::record_server_call(
+                    &method,
+                    code_name(code),
+                    started.elapsed(),
+                );
                 if matches!(
                     code,
                     Code::Unknown

@@ -3,6 +3,7 @@
 //! and log records when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and the W3C trace-context
 //! propagator. The returned guard flushes everything on shutdown.
 
+pub mod metrics;
 pub mod propagation;
 
 use kizuna_settings::{LogFormat, TelemetrySettings};
@@ -10,6 +11,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -51,6 +53,7 @@ pub enum TelemetryError {
 pub struct TelemetryGuard {
     tracer_provider: SdkTracerProvider,
     logger_provider: Option<SdkLoggerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
 }
 
 impl TelemetryGuard {
@@ -58,6 +61,11 @@ impl TelemetryGuard {
     pub fn shutdown(&self) {
         if let Err(error) = self.tracer_provider.shutdown() {
             eprintln!("telemetry: flushing spans failed: {error}");
+        }
+        if let Some(meter) = &self.meter_provider
+            && let Err(error) = meter.shutdown()
+        {
+            eprintln!("telemetry: flushing metrics failed: {error}");
         }
         if let Some(logger) = &self.logger_provider
             && let Err(error) = logger.shutdown()
@@ -119,6 +127,25 @@ pub fn init_with_endpoint(
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
     let tracer = tracer_provider.tracer("kizuna");
 
+    // RED metrics (rpc.server.call.duration, see `metrics`) go out over OTLP when configured.
+    let meter_provider = if export {
+        let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let exporter = builder
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_periodic_exporter(exporter)
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        Some(provider)
+    } else {
+        None
+    };
+
     let logger_provider = if export {
         let mut builder = opentelemetry_otlp::LogExporter::builder().with_tonic();
         if let Some(endpoint) = endpoint {
@@ -166,6 +193,7 @@ pub fn init_with_endpoint(
     Ok(TelemetryGuard {
         tracer_provider,
         logger_provider,
+        meter_provider,
     })
 }
 
