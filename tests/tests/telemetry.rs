@@ -76,14 +76,13 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 }
 
 fn attribute_of(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             Value::StringValue(s) => Some(s.clone()),
             Value::IntValue(i) => Some(i.to_string()),
             other => Some(format!("{other:?}")),
-        })
+        }
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
