@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{DOMAIN, Error};
 use crate::tables::{Activities, Leads, ScoringModels};
-use crate::{activities, capture, scoring};
+use crate::{activities, capture, scoring, stages};
 
 /// The `kizuna.leads.v1.LeadsService` implementation.
 #[derive(Clone, Debug)]
@@ -76,8 +76,7 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn delete_lead(&self, request: Request<DeleteLeadRequest>) -> Reply<()> {
         let r = request.into_inner();
-        self.store
-            .delete::<Leads>(&r.name, &r.etag)
+        stages::delete_lead(&self.store, &r.name, &r.etag)
             .await
             .map_err(status)?;
         Ok(Response::new(()))
@@ -124,6 +123,70 @@ impl LeadsService for LeadsApi {
         .await
         .map_err(status)?;
         Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent, request_id = %request.get_ref().request_id))]
+    async fn track_activity(
+        &self,
+        request: Request<TrackActivityRequest>,
+    ) -> Reply<TrackActivityResponse> {
+        let r = request.into_inner();
+        let activity = required(r.activity, "activity").map_err(status)?;
+        let (activity, lead) = activities::track(&self.store, &r.parent, activity, &r.request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(TrackActivityResponse {
+            activity: Some(activity),
+            lead: Some(lead),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn get_lead_score(&self, request: Request<GetLeadScoreRequest>) -> Reply<LeadScore> {
+        let r = request.into_inner();
+        let score = stages::lead_score(&self.store, &r.name, r.as_of)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(score))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name, deal = %request.get_ref().deal))]
+    async fn mark_handed_off(&self, request: Request<MarkHandedOffRequest>) -> Reply<Lead> {
+        let r = request.into_inner();
+        let lead = stages::mark_handed_off(&self.store, &r.name, &r.deal, &r.request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(lead))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn recycle_lead(&self, request: Request<RecycleLeadRequest>) -> Reply<Lead> {
+        let r = request.into_inner();
+        let lead = stages::recycle(&self.store, &r.name, &r.reason, r.reset_score)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(lead))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn disqualify_lead(&self, request: Request<DisqualifyLeadRequest>) -> Reply<Lead> {
+        let r = request.into_inner();
+        let lead = stages::disqualify(&self.store, &r.name, &r.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(lead))
+    }
+
+    #[tracing::instrument(skip_all, fields(parent = %request.get_ref().parent))]
+    async fn list_stage_changes(
+        &self,
+        request: Request<ListStageChangesRequest>,
+    ) -> Reply<ListStageChangesResponse> {
+        let r = request.into_inner();
+        let page = stages::list_changes(&self.store, &r.parent, r.page_size, &r.page_token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]

@@ -3,7 +3,8 @@
 //! [`Application::build`] opens the database, migrates it and binds the port;
 //! [`Application::run_until_stopped`] serves until the shutdown signal. The gRPC handlers in
 //! [`grpc`] are a thin layer over the domain folders: [`capture`] (leads, normalization and
-//! duplicate detection), [`activities`] and [`scoring`].
+//! duplicate detection), [`activities`], [`scoring`] and [`stages`] (lifecycle stages, their
+//! history and scoring on ingest).
 
 pub mod activities;
 pub mod capture;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod grpc;
 pub mod migrations;
 pub mod scoring;
+pub mod stages;
 pub mod tables;
 
 use std::future::Future;

@@ -69,4 +69,21 @@ CREATE TABLE scoring_models (
 );
 ",
     },
+    Migration {
+        version: 3,
+        description: "lead stage changes",
+        sql: "
+CREATE TABLE lead_stage_changes (
+    id {{SERIAL_PK}},
+    lead_name TEXT NOT NULL,
+    from_stage TEXT NOT NULL,
+    to_stage TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    score_reset BIGINT NOT NULL,
+    change_time BIGINT NOT NULL
+);
+CREATE INDEX lead_stage_changes_lead ON lead_stage_changes (lead_name, id);
+",
+    },
 ];

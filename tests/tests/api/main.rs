@@ -6,5 +6,6 @@ mod deals;
 mod events;
 mod gateway;
 mod health;
+mod lead_stages;
 mod leads;
 mod shutdown;

@@ -2,10 +2,11 @@
 //! seminars, inquiries), recorded under the lead and immutable once written.
 
 use kizuna_errors::{ApiError, Validator};
-use kizuna_proto::leads::{Activity, ActivityKind};
+use kizuna_proto::leads::{Activity, ActivityKind, Lead};
 use kizuna_store::Store;
 
 use crate::error::Result;
+use crate::stages;
 use crate::tables::{Activities, Leads};
 
 /// Checks an activity before it is recorded.
@@ -43,7 +44,10 @@ pub fn validate(parent: &str, activity: &Activity) -> Result<(), ApiError> {
     v.finish()
 }
 
-/// Records an activity for the lead `parent`; the lead must exist.
+/// Records an activity for the lead `parent` (which must exist) and, in the same transaction,
+/// applies it to the lead: stage LEAD → ENGAGED, rescoring under the newest published model,
+/// and the crossing to MQL ([`stages::score_after_activity`]). The lead row is locked first, so
+/// concurrent activities of one lead apply one after another. Idempotent by `request_id`.
 pub async fn create(
     store: &Store,
     parent: &str,
@@ -51,15 +55,66 @@ pub async fn create(
     activity_id: &str,
     request_id: &str,
 ) -> Result<Activity> {
+    Ok(record(store, parent, activity, activity_id, request_id)
+        .await?
+        .0)
+}
+
+/// [`create`], answering with the lead as it stands after the activity too (`TrackActivity`).
+/// A retry of an earlier request (same `request_id`) answers with the first activity and the
+/// lead as it stands now.
+pub async fn track(
+    store: &Store,
+    parent: &str,
+    activity: Activity,
+    request_id: &str,
+) -> Result<(Activity, Lead)> {
+    match record(store, parent, activity, "", request_id).await? {
+        (activity, Some(lead)) => Ok((activity, lead)),
+        (activity, None) => {
+            let lead = store.get::<Leads>(parent).await?;
+            Ok((activity, lead))
+        }
+    }
+}
+
+/// The activity recorded (or recalled for `request_id`) and, unless recalled, the lead after it.
+async fn record(
+    store: &Store,
+    parent: &str,
+    activity: Activity,
+    activity_id: &str,
+    request_id: &str,
+) -> Result<(Activity, Option<Lead>)> {
     validate(parent, &activity)?;
-    // The parent must exist: a typo in a lead name must not create orphan activities.
-    store.get::<Leads>(parent).await?;
+    kizuna_store::require_name::<Leads>(parent, "parent")?;
     let mut activity = activity;
     activity.name.clear();
     if activity.occur_time.is_none() {
         activity.occur_time = Some(kizuna_store::time::to_timestamp(kizuna_db::now_micros()));
     }
-    Ok(store
-        .create::<Activities>(parent, activity_id, activity, request_id)
-        .await?)
+    // One idempotency ledger for CreateActivity and TrackActivity: a request id records one
+    // activity whichever RPC carries it.
+    const METHOD: &str = "CreateActivity";
+    let mut tx = store.begin().await?;
+    if let Some(previous) = tx.recall::<Activities>(METHOD, request_id).await? {
+        return Ok((previous, None));
+    }
+    // The parent must exist (a typo in a lead name must not create orphan activities), and
+    // reading it for change locks it until commit.
+    let lead = tx.get::<Leads>(parent).await?;
+    let created = tx
+        .insert::<Activities>(parent, activity_id, activity)
+        .await?;
+    let outcome = stages::score_after_activity(&mut tx, lead, &created).await?;
+    tx.emit::<Activities>("created", &created).await?;
+    stages::emit(&mut tx, &outcome).await?;
+    let answered = tx
+        .commit_created::<Activities>(METHOD, request_id, created.clone())
+        .await?;
+    if answered != created {
+        // A concurrent retry with the same request id recorded first; this one rolled back.
+        return Ok((answered, None));
+    }
+    Ok((answered, Some(outcome.lead)))
 }
