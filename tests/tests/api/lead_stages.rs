@@ -193,8 +193,14 @@ async fn stages_from_capture_to_disqualification(backend: Backend) {
     let qualified = get(&mut client, &name).await;
     assert_eq!(qualified.stage, LifecycleStage::Mql as i32);
     assert_eq!(qualified.score, 180.0, "six /pricing views, no decay");
-    assert_eq!(events(&mut client, "lead.qualified").await, [name.clone()]);
-    assert_eq!(events(&mut client, "lead.engaged").await, [name.clone()]);
+    assert_eq!(
+        events(&mut client, "lead.qualified").await,
+        std::slice::from_ref(&name)
+    );
+    assert_eq!(
+        events(&mut client, "lead.engaged").await,
+        std::slice::from_ref(&name)
+    );
     assert!(!events(&mut client, "lead.score_changed").await.is_empty());
 
     // The explained score sums exactly to the score, live and at a past moment.
@@ -292,7 +298,10 @@ async fn stages_from_capture_to_disqualification(backend: Backend) {
         .expect_err("another deal");
     assert_eq!(other.code(), Code::FailedPrecondition);
     assert_eq!(reason(&other), "STAGE_TRANSITION_NOT_ALLOWED");
-    assert_eq!(events(&mut client, "lead.handed_off").await, [name.clone()]);
+    assert_eq!(
+        events(&mut client, "lead.handed_off").await,
+        std::slice::from_ref(&name)
+    );
 
     // Recycle: the reason is required and a refused call changes nothing.
     let error = client
@@ -327,7 +336,10 @@ async fn stages_from_capture_to_disqualification(backend: Backend) {
         .into_inner();
     assert_eq!(recycled.stage, LifecycleStage::Recycled as i32);
     assert_eq!(recycled.score, 0.0);
-    assert_eq!(events(&mut client, "lead.recycled").await, [name.clone()]);
+    assert_eq!(
+        events(&mut client, "lead.recycled").await,
+        std::slice::from_ref(&name)
+    );
     let reset = client
         .get_lead_score(GetLeadScoreRequest {
             name: name.clone(),
@@ -399,7 +411,7 @@ async fn stages_from_capture_to_disqualification(backend: Backend) {
     assert_eq!(disqualified.stage, LifecycleStage::Disqualified as i32);
     assert_eq!(
         events(&mut client, "lead.disqualified").await,
-        [name.clone()]
+        std::slice::from_ref(&name)
     );
     let error = client
         .mark_handed_off(MarkHandedOffRequest {
@@ -505,7 +517,10 @@ async fn stages_without_a_published_model(backend: Backend) {
     let engaged = get(&mut client, &name).await;
     assert_eq!(engaged.stage, LifecycleStage::Engaged as i32);
     assert_eq!(engaged.score, 0.0);
-    assert_eq!(events(&mut client, "lead.engaged").await, [name.clone()]);
+    assert_eq!(
+        events(&mut client, "lead.engaged").await,
+        std::slice::from_ref(&name)
+    );
     assert!(events(&mut client, "lead.qualified").await.is_empty());
     assert_eq!(
         steps(&history(&mut client, &name).await),
