@@ -9,8 +9,8 @@ use kizuna_store::list_query;
 use tonic::{Request, Response, Status};
 
 use crate::error::{DOMAIN, Error};
-use crate::tables::{Activities, Leads, ScoringModels};
-use crate::{activities, capture, scoring, stages};
+use crate::tables::{Activities, Leads, ScoringModels, Segments};
+use crate::{activities, capture, scoring, segments, stages};
 
 /// The `kizuna.leads.v1.LeadsService` implementation.
 #[derive(Clone, Debug)]
@@ -253,6 +253,82 @@ impl LeadsService for LeadsApi {
             .await
             .map_err(status)?;
         Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn get_segment(&self, request: Request<GetSegmentRequest>) -> Reply<Segment> {
+        let segment = self
+            .store
+            .get::<Segments>(&request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(segment))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_segments(
+        &self,
+        request: Request<ListSegmentsRequest>,
+    ) -> Reply<ListSegmentsResponse> {
+        let query = list_query!(request.into_inner());
+        let page = self.store.list::<Segments>(&query).await.map_err(status)?;
+        Ok(Response::new(ListSegmentsResponse {
+            segments: page.items,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    async fn create_segment(&self, request: Request<CreateSegmentRequest>) -> Reply<Segment> {
+        let r = request.into_inner();
+        let segment = required(r.segment, "segment").map_err(status)?;
+        let created = segments::create(&self.store, segment, &r.segment_id, &r.request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_segment(&self, request: Request<UpdateSegmentRequest>) -> Reply<Segment> {
+        let r = request.into_inner();
+        let segment = required(r.segment, "segment").map_err(status)?;
+        let updated = segments::update(&self.store, segment, r.update_mask.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(updated))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn delete_segment(&self, request: Request<DeleteSegmentRequest>) -> Reply<()> {
+        let r = request.into_inner();
+        self.store
+            .delete::<Segments>(&r.name, &r.etag)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn count_segment_members(
+        &self,
+        request: Request<CountSegmentMembersRequest>,
+    ) -> Reply<CountSegmentMembersResponse> {
+        let counted = segments::count(&self.store, &request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(counted))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn list_segment_members(
+        &self,
+        request: Request<ListSegmentMembersRequest>,
+    ) -> Reply<ListSegmentMembersResponse> {
+        let r = request.into_inner();
+        let page = segments::list_members(&self.store, &r.name, r.page_size, &r.page_token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
     }
 
     type WatchEventsStream = EventStream<WatchEventsResponse>;

@@ -3,7 +3,7 @@
 //! [`Application::build`] opens the database, migrates it and binds the port;
 //! [`Application::run_until_stopped`] serves until the shutdown signal. The gRPC handlers in
 //! [`grpc`] are a thin layer over the domain folders: [`capture`] (leads, normalization and
-//! duplicate detection), [`activities`], [`scoring`] and [`stages`] (lifecycle stages, their
+//! duplicate detection), [`activities`], [`scoring`], [`segments`] (saved lead filters evaluated live) and [`stages`] (lifecycle stages, their
 //! history and scoring on ingest).
 
 pub mod activities;
@@ -12,6 +12,7 @@ pub mod error;
 pub mod grpc;
 pub mod migrations;
 pub mod scoring;
+pub mod segments;
 pub mod stages;
 pub mod tables;
 

@@ -86,4 +86,21 @@ CREATE TABLE lead_stage_changes (
 CREATE INDEX lead_stage_changes_lead ON lead_stage_changes (lead_name, id);
 ",
     },
+    Migration {
+        version: 4,
+        description: "segments; lead tags for segment filters",
+        sql: "
+CREATE TABLE segments (
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    version BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    display_name TEXT NOT NULL,
+    PRIMARY KEY (parent, id)
+);
+ALTER TABLE leads ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+",
+    },
 ];

@@ -1,6 +1,6 @@
 //! How leads resources map onto their tables: indexed columns for filters and ordering.
 
-use kizuna_proto::leads::{Activity, ActivityKind, Lead, ScoringModel, scoring_model};
+use kizuna_proto::leads::{Activity, ActivityKind, Lead, ScoringModel, Segment, scoring_model};
 use kizuna_proto::types::LifecycleStage;
 use kizuna_store::table::enum_short_name;
 use kizuna_store::{Column, Table, Value, standard_meta};
@@ -36,6 +36,7 @@ impl Table for Leads {
         Column::float("score"),
         Column::text("grade"),
         Column::text("owner"),
+        Column::text("tags"),
     ];
 
     fn values(lead: &Lead) -> Vec<Value> {
@@ -57,10 +58,20 @@ impl Table for Leads {
             lead.score.into(),
             lead.grade.as_str().into(),
             lead.owner.as_str().into(),
+            padded_tags(&lead.tags).into(),
         ]
     }
 
     standard_meta!();
+}
+
+/// The lead's tags as stored for exact-tag matching: joined with spaces and padded, e.g.
+/// `" vip new "`, so a segment's `tags : "vip"` looks for `" vip "`.
+pub fn padded_tags(tags: &[String]) -> String {
+    if tags.is_empty() {
+        return String::new();
+    }
+    format!(" {} ", tags.join(" "))
 }
 
 /// The short stored name of a lifecycle stage, e.g. `MQL`.
@@ -131,6 +142,27 @@ impl Table for ScoringModels {
             state.into(),
             model.revision.into(),
         ]
+    }
+
+    standard_meta!();
+}
+
+/// `segments/{segment}`.
+#[derive(Debug)]
+pub struct Segments;
+
+impl Table for Segments {
+    type Message = Segment;
+    const KIND: &'static str = "Segment";
+    const TABLE: &'static str = "segments";
+    const COLLECTION: &'static str = "segments";
+    const PARENT: Option<&'static str> = None;
+    const EVENT_PREFIX: &'static str = "segment";
+    const PROTO_NAME: &'static str = "kizuna.leads.v1.Segment";
+    const COLUMNS: &'static [Column] = &[Column::text("display_name")];
+
+    fn values(segment: &Segment) -> Vec<Value> {
+        vec![segment.display_name.as_str().into()]
     }
 
     standard_meta!();

@@ -8,4 +8,5 @@ mod gateway;
 mod health;
 mod lead_stages;
 mod leads;
+mod segments;
 mod shutdown;

@@ -1,0 +1,595 @@
+//! The segment filter language over leads, compiled to a SQL condition on the `leads` table.
+//!
+//! Grammar: `expr := and (OR and)*`, `and := unary ([AND] unary)*`, `unary := NOT unary |
+//! primary`, `primary := '(' expr ')' | activity | FIELD OP VALUE`, `activity := 'activity' '('
+//! [arg (',' arg)*] ')' OP INTEGER` with `arg := kind = VALUE | url ~ STRING | within = DURATION`.
+//! Every value is bound; substring matches use `strpos`/`instr`, never `LIKE`. Errors name the
+//! character position (0-based).
+
+use kizuna_db::Backend;
+use kizuna_proto::leads::ActivityKind;
+use kizuna_proto::types::LifecycleStage;
+use kizuna_store::Sql;
+use kizuna_store::filter::FilterError;
+use kizuna_store::time::parse_rfc3339_micros;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Num(String),
+    Op(&'static str),
+    LParen,
+    RParen,
+    Comma,
+}
+
+const MAX_DEPTH: usize = 32;
+const MAX_TOKENS: usize = 512;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Stage,
+    Score,
+    Grade,
+    Time,
+    Tags,
+}
+
+const FIELDS: &[(&str, Kind)] = &[
+    ("email", Kind::Text),
+    ("company", Kind::Text),
+    ("industry", Kind::Text),
+    ("country_code", Kind::Text),
+    ("source", Kind::Text),
+    ("campaign", Kind::Text),
+    ("utm_source", Kind::Text),
+    ("utm_campaign", Kind::Text),
+    ("owner", Kind::Text),
+    ("stage", Kind::Stage),
+    ("score", Kind::Score),
+    ("grade", Kind::Grade),
+    ("create_time", Kind::Time),
+    ("update_time", Kind::Time),
+    ("tags", Kind::Tags),
+];
+
+fn err(position: usize, message: impl Into<String>) -> FilterError {
+    FilterError {
+        position,
+        message: message.into(),
+    }
+}
+
+fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
+    let chars: Vec<char> = input.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let token = match c {
+            '(' => {
+                i += 1;
+                Token::LParen
+            }
+            ')' => {
+                i += 1;
+                Token::RParen
+            }
+            ',' => {
+                i += 1;
+                Token::Comma
+            }
+            '"' | '\'' => {
+                i += 1;
+                let mut value = String::new();
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(start, "unterminated string")),
+                        Some('\\') => {
+                            let Some(next) = chars.get(i + 1) else {
+                                return Err(err(i, "dangling escape"));
+                            };
+                            value.push(*next);
+                            i += 2;
+                        }
+                        Some(q) if *q == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(other) => {
+                            value.push(*other);
+                            i += 1;
+                        }
+                    }
+                }
+                Token::Str(value)
+            }
+            '=' => {
+                i += 1;
+                Token::Op("=")
+            }
+            ':' => {
+                i += 1;
+                Token::Op(":")
+            }
+            '~' => {
+                i += 1;
+                Token::Op("~")
+            }
+            '!' if chars.get(i + 1) == Some(&'=') => {
+                i += 2;
+                Token::Op("!=")
+            }
+            '<' | '>' => {
+                let eq = chars.get(i + 1) == Some(&'=');
+                i += if eq { 2 } else { 1 };
+                Token::Op(match (c, eq) {
+                    ('<', true) => "<=",
+                    ('<', false) => "<",
+                    ('>', true) => ">=",
+                    _ => ">",
+                })
+            }
+            c if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
+                let mut value = String::from(c);
+                i += 1;
+                while let Some(d) = chars.get(i).filter(|d| d.is_ascii_digit() || **d == '.') {
+                    value.push(*d);
+                    i += 1;
+                }
+                Token::Num(value)
+            }
+            '-' => {
+                i += 1;
+                Token::Word("NOT".into())
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let mut value = String::new();
+                while let Some(d) = chars
+                    .get(i)
+                    .filter(|d| d.is_alphanumeric() || **d == '_' || **d == '.')
+                {
+                    value.push(*d);
+                    i += 1;
+                }
+                Token::Word(value)
+            }
+            other => return Err(err(start, format!("unexpected character `{other}`"))),
+        };
+        tokens.push((start, token));
+    }
+    Ok(tokens)
+}
+
+/// Compiles a segment filter to a SQL condition over the `leads` table. `now_micros` is the
+/// reference time of `within` windows.
+pub fn compile(filter: &str, backend: Backend, now_micros: i64) -> Result<Sql, FilterError> {
+    if filter.trim().is_empty() {
+        return Err(err(0, "the filter is empty"));
+    }
+    let tokens = tokenize(filter)?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(err(0, format!("filter has more than {MAX_TOKENS} tokens")));
+    }
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        backend,
+        end: filter.chars().count(),
+        depth: 0,
+        now_micros,
+    };
+    let sql = parser.expr()?;
+    if let Some((position, token)) = parser.tokens.get(parser.pos) {
+        return Err(err(*position, format!("unexpected {token:?}")));
+    }
+    Ok(sql)
+}
+
+struct Parser {
+    tokens: Vec<(usize, Token)>,
+    pos: usize,
+    backend: Backend,
+    end: usize,
+    depth: usize,
+    now_micros: i64,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn peek_word(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token::Word(w)) if w == word)
+    }
+
+    fn here(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.end, |(p, _)| *p)
+    }
+
+    fn contains(&self, column: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!("strpos({column}, "),
+            Backend::Sqlite => format!("instr({column}, "),
+        }
+    }
+
+    fn expr(&mut self) -> Result<Sql, FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(err(self.here(), "filter nests too deeply"));
+        }
+        let mut sql = Sql::new("(");
+        sql.append(self.and()?);
+        while self.peek_word("OR") {
+            self.pos += 1;
+            sql.push(" OR ");
+            sql.append(self.and()?);
+        }
+        sql.push(")");
+        self.depth -= 1;
+        Ok(sql)
+    }
+
+    fn and(&mut self) -> Result<Sql, FilterError> {
+        let mut sql = Sql::new("(");
+        sql.append(self.unary()?);
+        loop {
+            if self.peek_word("AND") {
+                self.pos += 1;
+            } else if matches!(self.peek(), Some(Token::Word(w)) if w != "OR")
+                || matches!(self.peek(), Some(Token::LParen))
+            {
+                // AIP-160: juxtaposition means AND.
+            } else {
+                break;
+            }
+            sql.push(" AND ");
+            sql.append(self.unary()?);
+        }
+        sql.push(")");
+        Ok(sql)
+    }
+
+    fn unary(&mut self) -> Result<Sql, FilterError> {
+        if self.peek_word("NOT") {
+            self.pos += 1;
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(err(self.here(), "filter nests too deeply"));
+            }
+            let mut sql = Sql::new("NOT (");
+            sql.append(self.unary()?);
+            sql.push(")");
+            self.depth -= 1;
+            return Ok(sql);
+        }
+        self.primary()
+    }
+
+    fn op(&mut self) -> Result<(usize, &'static str), FilterError> {
+        let position = self.here();
+        match self.peek() {
+            Some(Token::Op(op)) => {
+                let op = *op;
+                self.pos += 1;
+                Ok((position, op))
+            }
+            _ => Err(err(position, "expected an operator")),
+        }
+    }
+
+    fn value(&mut self) -> Result<(usize, String), FilterError> {
+        let position = self.here();
+        match self.peek().cloned() {
+            Some(Token::Str(s) | Token::Num(s) | Token::Word(s)) => {
+                self.pos += 1;
+                Ok((position, s))
+            }
+            _ => Err(err(position, "expected a value")),
+        }
+    }
+
+    fn primary(&mut self) -> Result<Sql, FilterError> {
+        let position = self.here();
+        match self.peek().cloned() {
+            Some(Token::LParen) => {
+                self.pos += 1;
+                let sql = self.expr()?;
+                if self.peek() == Some(&Token::RParen) {
+                    self.pos += 1;
+                    Ok(sql)
+                } else {
+                    Err(err(self.here(), "expected `)`"))
+                }
+            }
+            Some(Token::Word(field)) if field == "activity" => {
+                self.pos += 1;
+                self.activity()
+            }
+            Some(Token::Word(field)) => {
+                self.pos += 1;
+                let kind = FIELDS
+                    .iter()
+                    .find(|(name, _)| *name == field)
+                    .map(|(_, kind)| *kind)
+                    .ok_or_else(|| err(position, format!("unknown field `{field}`")))?;
+                let (op_position, op) = self.op()?;
+                let (value_position, raw) = self.value()?;
+                self.comparison(&field, kind, op, op_position, &raw, value_position)
+            }
+            Some(token) => Err(err(position, format!("unexpected {token:?}"))),
+            None => Err(err(position, "unexpected end of filter")),
+        }
+    }
+
+    fn comparison(
+        &self,
+        field: &str,
+        kind: Kind,
+        op: &'static str,
+        op_position: usize,
+        raw: &str,
+        position: usize,
+    ) -> Result<Sql, FilterError> {
+        if op == "~" {
+            return Err(err(
+                op_position,
+                "`~` applies only to `url` inside activity(...)",
+            ));
+        }
+        let mut sql = Sql::new("");
+        match kind {
+            Kind::Text => {
+                if op == ":" {
+                    sql.push(&self.contains(field)).bind(raw).push(") > 0");
+                } else {
+                    sql.push(&format!("{field} {op} ")).bind(raw);
+                }
+            }
+            Kind::Tags => {
+                if op != ":" {
+                    return Err(err(op_position, "`tags` takes only `:` (has tag)"));
+                }
+                if raw.is_empty() || raw.contains(char::is_whitespace) {
+                    return Err(err(position, "a tag is one word without spaces"));
+                }
+                sql.push(&self.contains("tags"))
+                    .bind(format!(" {raw} "))
+                    .push(") > 0");
+            }
+            Kind::Stage => {
+                let short = raw.strip_prefix("LIFECYCLE_STAGE_").unwrap_or(raw);
+                if op != "=" && op != "!=" {
+                    return Err(err(op_position, "`stage` takes `=` or `!=`"));
+                }
+                let full = format!("LIFECYCLE_STAGE_{short}");
+                if LifecycleStage::from_str_name(&full)
+                    .is_none_or(|s| s == LifecycleStage::Unspecified)
+                {
+                    return Err(err(position, format!("`{raw}` is not a lifecycle stage")));
+                }
+                sql.push(&format!("stage {op} ")).bind(short);
+            }
+            Kind::Score => {
+                if op == ":" {
+                    return Err(err(op_position, "`score` is a number; `:` does not apply"));
+                }
+                let value: f64 = raw
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite())
+                    .ok_or_else(|| err(position, "`score` needs a number"))?;
+                sql.push(&format!("score {op} ")).bind(value);
+            }
+            Kind::Grade => {
+                if !matches!(raw, "A" | "B" | "C" | "D") {
+                    return Err(err(position, "`grade` is one of A, B, C, D"));
+                }
+                // A is best and sorts first: "better or equal" is `<=` on the letters, and
+                // leads without a grade (empty) never match an ordering comparison.
+                let (sql_op, graded) = match op {
+                    "=" => ("=", false),
+                    "!=" => ("!=", false),
+                    ">=" => ("<=", true),
+                    ">" => ("<", true),
+                    "<=" => (">=", true),
+                    "<" => (">", true),
+                    _ => return Err(err(op_position, "`grade` does not take `:`")),
+                };
+                if graded {
+                    sql.push("grade <> '' AND ");
+                }
+                sql.push(&format!("grade {sql_op} ")).bind(raw);
+                sql = {
+                    let mut wrapped = Sql::new("(");
+                    wrapped.append(sql);
+                    wrapped.push(")");
+                    wrapped
+                };
+            }
+            Kind::Time => {
+                if op == ":" {
+                    return Err(err(op_position, format!("`{field}` does not take `:`")));
+                }
+                let micros = parse_rfc3339_micros(raw)
+                    .ok_or_else(|| err(position, format!("`{field}` needs an RFC 3339 time")))?;
+                sql.push(&format!("{field} {op} ")).bind(micros);
+            }
+        }
+        Ok(sql)
+    }
+
+    fn activity(&mut self) -> Result<Sql, FilterError> {
+        if self.peek() != Some(&Token::LParen) {
+            return Err(err(self.here(), "expected `(` after `activity`"));
+        }
+        self.pos += 1;
+        let mut sql =
+            Sql::new("(SELECT COUNT(*) FROM activities a WHERE a.parent = 'leads/' || leads.id");
+        let mut seen: Vec<String> = Vec::new();
+        if self.peek() == Some(&Token::RParen) {
+            self.pos += 1;
+        } else {
+            loop {
+                let position = self.here();
+                let Some(Token::Word(arg)) = self.peek().cloned() else {
+                    return Err(err(position, "expected `kind`, `url` or `within`"));
+                };
+                if seen.contains(&arg) {
+                    return Err(err(position, format!("`{arg}` is given twice")));
+                }
+                self.pos += 1;
+                let (op_position, op) = self.op()?;
+                let (value_position, raw) = self.value()?;
+                match (arg.as_str(), op) {
+                    ("kind", "=") => {
+                        let full = if raw.starts_with("ACTIVITY_KIND_") {
+                            raw.clone()
+                        } else {
+                            format!("ACTIVITY_KIND_{raw}")
+                        };
+                        if ActivityKind::from_str_name(&full).is_none()
+                            || full == "ACTIVITY_KIND_UNSPECIFIED"
+                        {
+                            return Err(err(
+                                value_position,
+                                format!("`{raw}` is not an activity kind"),
+                            ));
+                        }
+                        let short = full.trim_start_matches("ACTIVITY_KIND_").to_owned();
+                        sql.push(" AND a.kind = ").bind(short);
+                    }
+                    ("url", "~") => {
+                        sql.push(" AND ")
+                            .push(&self.contains("a.url"))
+                            .bind(raw)
+                            .push(") > 0");
+                    }
+                    ("within", "=") => {
+                        let window = parse_window(&raw).ok_or_else(|| {
+                            err(
+                                value_position,
+                                "`within` is like \"7d\", \"12h\" or \"30m\"",
+                            )
+                        })?;
+                        sql.push(" AND a.occur_time >= ")
+                            .bind(self.now_micros.saturating_sub(window));
+                    }
+                    ("kind" | "within", _) => {
+                        return Err(err(op_position, format!("`{arg}` takes `=`")));
+                    }
+                    ("url", _) => return Err(err(op_position, "`url` takes `~` (contains)")),
+                    _ => {
+                        return Err(err(position, "expected `kind`, `url` or `within`"));
+                    }
+                }
+                seen.push(arg);
+                match self.peek() {
+                    Some(Token::Comma) => self.pos += 1,
+                    Some(Token::RParen) => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(err(self.here(), "expected `,` or `)`")),
+                }
+            }
+        }
+        sql.push(")");
+        let (op_position, op) = self.op()?;
+        if matches!(op, ":" | "~") {
+            return Err(err(
+                op_position,
+                "compare the activity count with = != < <= > >=",
+            ));
+        }
+        let (position, raw) = self.value()?;
+        let count: i64 = raw
+            .parse()
+            .map_err(|_| err(position, "the activity count is compared with an integer"))?;
+        sql.push(&format!(" {op} ")).bind(count);
+        Ok(sql)
+    }
+}
+
+/// A `within` window in microseconds: a positive integer followed by `d`, `h` or `m`.
+fn parse_window(raw: &str) -> Option<i64> {
+    let unit = raw.chars().last()?;
+    let n: i64 = raw[..raw.len() - unit.len_utf8()].parse().ok()?;
+    let per: i64 = match unit {
+        'd' => 86_400_000_000,
+        'h' => 3_600_000_000,
+        'm' => 60_000_000,
+        _ => return None,
+    };
+    (n > 0).then(|| n.checked_mul(per)).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_predicate_binds_every_value() {
+        let sql = compile(
+            r#"activity(kind = "PAGE_VIEW", url ~ "/pricing", within = "7d") >= 2"#,
+            Backend::Postgres,
+            1_000_000_000_000,
+        )
+        .expect("compiles");
+        assert_eq!(
+            sql.text(),
+            "(((SELECT COUNT(*) FROM activities a WHERE a.parent = 'leads/' || leads.id \
+             AND a.kind = $1 AND strpos(a.url, $2) > 0 AND a.occur_time >= $3) >= $4))"
+        );
+    }
+
+    #[test]
+    fn grades_and_tags() {
+        let sql = compile(r#"grade >= B AND tags : "vip""#, Backend::Sqlite, 0).expect("ok");
+        assert_eq!(
+            sql.text(),
+            "(((grade <> '' AND grade <= $1) AND instr(tags, $2) > 0))"
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_position() {
+        assert_eq!(
+            compile("score >= 5 AND nope = 1", Backend::Sqlite, 0)
+                .expect_err("unknown")
+                .position,
+            15
+        );
+        assert_eq!(
+            compile(r#"activity(kind = "NOPE") > 1"#, Backend::Sqlite, 0)
+                .expect_err("kind")
+                .position,
+            16
+        );
+        assert_eq!(
+            compile(r#"activity(within = "7x") > 1"#, Backend::Sqlite, 0)
+                .expect_err("window")
+                .position,
+            18
+        );
+        assert_eq!(
+            compile("stage = MQX", Backend::Sqlite, 0)
+                .expect_err("stage")
+                .position,
+            8
+        );
+        assert!(compile("stage = LIFECYCLE_STAGE_MQL", Backend::Sqlite, 0).is_ok());
+        assert!(compile(&"NOT ".repeat(100), Backend::Sqlite, 0).is_err());
+    }
+}
