@@ -21,17 +21,28 @@ pub struct FilterError {
     pub message: String,
 }
 
+/// A filter token. Shared with richer filter languages built on this one (lead segments), which
+/// also use `,` and the `~` operator; this module's own parser refuses both.
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub enum Token {
+    /// A field name, keyword (`AND`, `OR`, `NOT`) or bare value.
     Word(String),
+    /// A quoted string, unescaped.
     Str(String),
+    /// A number as written.
     Num(String),
+    /// An operator: `=`, `!=`, `<`, `<=`, `>`, `>=`, `:` or `~`.
     Op(&'static str),
+    /// `(`
     LParen,
+    /// `)`
     RParen,
+    /// `,`
+    Comma,
 }
 
-fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
+/// Splits `input` into tokens with their character positions.
+pub fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
     let chars: Vec<char> = input.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -50,6 +61,10 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
             ')' => {
                 i += 1;
                 Token::RParen
+            }
+            ',' => {
+                i += 1;
+                Token::Comma
             }
             '"' | '\'' => {
                 i += 1;
@@ -91,6 +106,10 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
             ':' => {
                 i += 1;
                 Token::Op(":")
+            }
+            '~' => {
+                i += 1;
+                Token::Op("~")
             }
             '!' if chars.get(i + 1) == Some(&'=') => {
                 i += 2;
@@ -283,6 +302,12 @@ impl Parser<'_> {
                         message: "expected an operator".into(),
                     });
                 };
+                if op == "~" {
+                    return Err(FilterError {
+                        position: op_position,
+                        message: "`~` is not supported here; use `:` for contains".into(),
+                    });
+                }
                 self.pos += 1;
                 let value_position = self.here();
                 let raw = match self.tokens.get(self.pos).cloned() {
@@ -423,6 +448,15 @@ mod tests {
         assert_eq!(err.position, 10);
         let err = compile("email = \"open", COLUMNS, Backend::Sqlite).expect_err("unterminated");
         assert_eq!(err.position, 8);
+    }
+
+    #[test]
+    fn segment_only_tokens_are_refused() {
+        let err =
+            compile("email ~ \"x\"", COLUMNS, Backend::Postgres).expect_err("no regex operator");
+        assert_eq!(err.position, 6);
+        let err = compile("email = a, score > 1", COLUMNS, Backend::Sqlite).expect_err("no commas");
+        assert_eq!(err.position, 9);
     }
 
     #[test]

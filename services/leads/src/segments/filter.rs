@@ -10,19 +10,8 @@ use kizuna_db::Backend;
 use kizuna_proto::leads::ActivityKind;
 use kizuna_proto::types::LifecycleStage;
 use kizuna_store::Sql;
-use kizuna_store::filter::FilterError;
+use kizuna_store::filter::{FilterError, Token, tokenize};
 use kizuna_store::time::parse_rfc3339_micros;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Word(String),
-    Str(String),
-    Num(String),
-    Op(&'static str),
-    LParen,
-    RParen,
-    Comma,
-}
 
 const MAX_DEPTH: usize = 32;
 const MAX_TOKENS: usize = 512;
@@ -60,114 +49,6 @@ fn err(position: usize, message: impl Into<String>) -> FilterError {
         position,
         message: message.into(),
     }
-}
-
-fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
-    let chars: Vec<char> = input.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let start = i;
-        if c.is_whitespace() {
-            i += 1;
-            continue;
-        }
-        let token = match c {
-            '(' => {
-                i += 1;
-                Token::LParen
-            }
-            ')' => {
-                i += 1;
-                Token::RParen
-            }
-            ',' => {
-                i += 1;
-                Token::Comma
-            }
-            '"' | '\'' => {
-                i += 1;
-                let mut value = String::new();
-                loop {
-                    match chars.get(i) {
-                        None => return Err(err(start, "unterminated string")),
-                        Some('\\') => {
-                            let Some(next) = chars.get(i + 1) else {
-                                return Err(err(i, "dangling escape"));
-                            };
-                            value.push(*next);
-                            i += 2;
-                        }
-                        Some(q) if *q == c => {
-                            i += 1;
-                            break;
-                        }
-                        Some(other) => {
-                            value.push(*other);
-                            i += 1;
-                        }
-                    }
-                }
-                Token::Str(value)
-            }
-            '=' => {
-                i += 1;
-                Token::Op("=")
-            }
-            ':' => {
-                i += 1;
-                Token::Op(":")
-            }
-            '~' => {
-                i += 1;
-                Token::Op("~")
-            }
-            '!' if chars.get(i + 1) == Some(&'=') => {
-                i += 2;
-                Token::Op("!=")
-            }
-            '<' | '>' => {
-                let eq = chars.get(i + 1) == Some(&'=');
-                i += if eq { 2 } else { 1 };
-                Token::Op(match (c, eq) {
-                    ('<', true) => "<=",
-                    ('<', false) => "<",
-                    ('>', true) => ">=",
-                    _ => ">",
-                })
-            }
-            c if c.is_ascii_digit()
-                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
-            {
-                let mut value = String::from(c);
-                i += 1;
-                while let Some(d) = chars.get(i).filter(|d| d.is_ascii_digit() || **d == '.') {
-                    value.push(*d);
-                    i += 1;
-                }
-                Token::Num(value)
-            }
-            '-' => {
-                i += 1;
-                Token::Word("NOT".into())
-            }
-            c if c.is_alphanumeric() || c == '_' => {
-                let mut value = String::new();
-                while let Some(d) = chars
-                    .get(i)
-                    .filter(|d| d.is_alphanumeric() || **d == '_' || **d == '.')
-                {
-                    value.push(*d);
-                    i += 1;
-                }
-                Token::Word(value)
-            }
-            other => return Err(err(start, format!("unexpected character `{other}`"))),
-        };
-        tokens.push((start, token));
-    }
-    Ok(tokens)
 }
 
 /// Compiles a segment filter to a SQL condition over the `leads` table. `now_micros` is the
