@@ -112,6 +112,49 @@ fn bad_name<T: Table>(field: &str) -> ApiError {
     )
 }
 
+/// The name of the oldest `T` other than `except_name` whose indexed `column` equals `value`:
+/// the duplicate check behind "one lead per e-mail", "one subject per lead" and the like.
+///
+/// `column` must be one of `T::COLUMNS` (it is spliced into the SQL, so it never comes from a
+/// caller); an empty `value` matches nothing.
+pub async fn find_other<T: Table>(
+    conn: &mut sqlx::AnyConnection,
+    db: &Database,
+    column: &'static str,
+    value: &str,
+    except_name: &str,
+) -> Result<Option<String>, ApiError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !T::COLUMNS.iter().any(|c| c.sql == column) {
+        return Err(ApiError::Internal(format!(
+            "{column} is not an indexed column of {}",
+            T::TABLE
+        )));
+    }
+    let mut sql = Sql::new(format!(
+        "SELECT id, parent FROM {} WHERE {column} = ",
+        T::TABLE
+    ));
+    sql.bind(value).push(" ORDER BY create_time, id LIMIT 2");
+    let rows = sql
+        .query()
+        .fetch_all(conn)
+        .instrument(db_span(db, "SELECT", T::TABLE))
+        .await
+        .map_err(db_error)?;
+    for row in rows {
+        let id: String = row.try_get(0).map_err(db_error)?;
+        let parent: String = row.try_get(1).map_err(db_error)?;
+        let name = format_name::<T>(&parent, &id);
+        if name != except_name {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
 /// INVALID_ARGUMENT on `field` unless `name` is a well-formed name of a `T` resource.
 pub fn require_name<T: Table>(name: &str, field: &str) -> Result<(), ApiError> {
     parse_name::<T>(name)
@@ -440,6 +483,16 @@ impl WriteTx<'_> {
     /// The store's database.
     pub fn db(&self) -> &Database {
         &self.store.db
+    }
+
+    /// [`find_other`] inside this transaction.
+    pub async fn find_other<T: Table>(
+        &mut self,
+        column: &'static str,
+        value: &str,
+        except_name: &str,
+    ) -> Result<Option<String>, ApiError> {
+        find_other::<T>(&mut self.tx, &self.store.db, column, value, except_name).await
     }
 
     /// The first response recorded for `request_id` (empty: none).

@@ -408,6 +408,57 @@ async fn idempotent_creates_and_duplicates(backend: Backend) {
         assert!(error.message().contains(&first.name), "{}", error.message());
     }
     assert_eq!(count(&mut client).await, 1);
+
+    // An update cannot make a second lead collide with the first either, and changes nothing.
+    let other = client
+        .create_lead(CreateLeadRequest {
+            lead: Some(lead("hanako@example.jp")),
+            ..Default::default()
+        })
+        .await
+        .expect("second lead")
+        .into_inner();
+    let collision = client
+        .update_lead(UpdateLeadRequest {
+            lead: Some(Lead {
+                name: other.name.clone(),
+                phone: "090 1234 5678".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["phone".into()],
+            }),
+        })
+        .await
+        .expect_err("phone taken by the first lead");
+    assert_eq!(collision.code(), Code::AlreadyExists);
+    assert!(
+        collision.message().contains(&first.name),
+        "{}",
+        collision.message()
+    );
+    let unchanged = client
+        .get_lead(GetLeadRequest {
+            name: other.name.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(unchanged, other);
+    // Saving a lead with its own keys is not a collision with itself.
+    client
+        .update_lead(UpdateLeadRequest {
+            lead: Some(Lead {
+                name: first.name.clone(),
+                company: "Kizuna".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["company".into()],
+            }),
+        })
+        .await
+        .expect("a lead keeping its own e-mail and phone");
     suite.stop().await;
 }
 both_backends!(idempotency, idempotent_creates_and_duplicates);

@@ -6,7 +6,6 @@ use kizuna_normalize::{email_key, phone_key};
 use kizuna_proto::deals::Contact;
 use kizuna_store::{Store, apply_mask, parse_parent};
 use prost_types::FieldMask;
-use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::tables::Contacts;
@@ -120,22 +119,11 @@ async fn find_duplicate(
         ("email", "email_key", email_key(&contact.email)),
         ("phone", "phone_key", phone_key(&contact.phone)),
     ] {
-        if value.is_empty() {
-            continue;
-        }
-        let mut sql = kizuna_store::Sql::new(format!("SELECT id FROM contacts WHERE {column} = "));
-        sql.bind(value);
-        let rows = sql
-            .query()
-            .fetch_all(tx.conn())
-            .await
-            .map_err(kizuna_store::db_error)?;
-        for row in rows {
-            let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
-            let name = format!("contacts/{id}");
-            if name != except_name {
-                return Ok(Some((key, name)));
-            }
+        if let Some(existing) = tx
+            .find_other::<Contacts>(column, &value, except_name)
+            .await?
+        {
+            return Ok(Some((key, existing)));
         }
     }
     Ok(None)

@@ -7,7 +7,6 @@ use kizuna_proto::gateway::{ListSubjectsRequest, Subject, SubjectView};
 use kizuna_proto::types::LifecycleStage;
 use kizuna_store::{Page, Store, WriteTx, apply_mask, list_query, parse_parent};
 use prost_types::FieldMask;
-use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::tables::{Subjects, Transitions};
@@ -113,9 +112,12 @@ pub async fn create(
             subject_id,
             subject.clone(),
             request_id,
-            async |tx, subject| match find_duplicate(tx.conn(), subject, "").await? {
-                Some((key, existing)) => Err(Error::DuplicateSubject { key, existing }),
-                None => Ok(()),
+            async |tx, subject| {
+                let db = tx.db().clone();
+                match find_duplicate(tx.conn(), &db, subject, "").await? {
+                    Some((key, existing)) => Err(Error::DuplicateSubject { key, existing }),
+                    None => Ok(()),
+                }
             },
         )
         .await;
@@ -156,7 +158,7 @@ async fn explain_duplicate(
         Ok(conn) => conn,
         Err(e) => return kizuna_store::db_error(e).into(),
     };
-    match find_duplicate(&mut conn, subject, except_name).await {
+    match find_duplicate(&mut conn, store.db(), subject, except_name).await {
         Ok(Some((key, existing))) => Error::DuplicateSubject { key, existing },
         Ok(None) => error.into(),
         Err(e) => e,
@@ -175,7 +177,8 @@ pub async fn update(store: &Store, patch: Subject, mask: Option<&FieldMask>) -> 
     ])?;
     clear_records(&mut subject);
     validate(&subject, "subject")?;
-    if let Some((key, existing)) = find_duplicate(tx.conn(), &subject, &subject.name).await? {
+    let db = tx.db().clone();
+    if let Some((key, existing)) = find_duplicate(tx.conn(), &db, &subject, &subject.name).await? {
         return Err(Error::DuplicateSubject { key, existing });
     }
     let updated = match tx.replace::<Subjects>(subject.clone()).await {
@@ -220,26 +223,20 @@ async fn remove_transitions(tx: &mut WriteTx<'_>, subject: &str) -> Result<()> {
 /// The first other subject linking the same lead or account as `subject`.
 async fn find_duplicate(
     conn: &mut sqlx::AnyConnection,
+    db: &kizuna_db::Database,
     subject: &Subject,
     except_name: &str,
 ) -> Result<Option<(&'static str, String)>> {
-    for (key, value) in [("lead", &subject.lead), ("account", &subject.account)] {
-        if value.is_empty() {
-            continue;
-        }
-        let mut sql = kizuna_store::Sql::new(format!("SELECT id FROM subjects WHERE {key} = "));
-        sql.bind(value.as_str());
-        let rows = sql
-            .query()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(kizuna_store::db_error)?;
-        for row in rows {
-            let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
-            let name = format!("subjects/{id}");
-            if name != except_name {
-                return Ok(Some((key, name)));
-            }
+    for key in ["lead", "account"] {
+        let value = if key == "lead" {
+            &subject.lead
+        } else {
+            &subject.account
+        };
+        if let Some(existing) =
+            kizuna_store::find_other::<Subjects>(&mut *conn, db, key, value, except_name).await?
+        {
+            return Ok(Some((key, existing)));
         }
     }
     Ok(None)

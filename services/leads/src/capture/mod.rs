@@ -5,7 +5,6 @@ use kizuna_proto::leads::Lead;
 use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
 use kizuna_store::{Store, apply_mask};
 use prost_types::FieldMask;
-use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::tables::Leads;
@@ -177,22 +176,8 @@ async fn find_duplicate(
         ("email", "email_key", email_key(&lead.email)),
         ("phone", "phone_key", phone_key(&lead.phone)),
     ] {
-        if value.is_empty() {
-            continue;
-        }
-        let mut sql = kizuna_store::Sql::new(format!("SELECT id FROM leads WHERE {column} = "));
-        sql.bind(value);
-        let rows = sql
-            .query()
-            .fetch_all(tx.conn())
-            .await
-            .map_err(kizuna_store::db_error)?;
-        for row in rows {
-            let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
-            let name = format!("leads/{id}");
-            if name != except_name {
-                return Ok(Some((key, name)));
-            }
+        if let Some(existing) = tx.find_other::<Leads>(column, &value, except_name).await? {
+            return Ok(Some((key, existing)));
         }
     }
     Ok(None)
