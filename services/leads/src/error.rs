@@ -1,6 +1,8 @@
 //! The leads service's error type and its one mapping to `tonic::Status`.
 
 use kizuna_errors::ApiError;
+use kizuna_proto::leads::RowError;
+use tonic_types::StatusExt;
 
 /// The error domain in every `ErrorInfo` this service returns.
 pub const DOMAIN: &str = "leads.kizuna.dev";
@@ -19,6 +21,9 @@ pub enum Error {
         /// Name of the existing lead.
         existing: String,
     },
+    /// The client's request stream failed (cancelled, malformed message).
+    #[error("request stream: {}", .0.message())]
+    Stream(tonic::Status),
 }
 
 impl From<Error> for tonic::Status {
@@ -30,7 +35,33 @@ impl From<Error> for tonic::Status {
                 name: existing,
             }
             .into_status(DOMAIN),
+            Error::Stream(status) => status,
         }
+    }
+}
+
+/// How a failed row of a streamed request is reported: the status it would have failed with
+/// alone, flattened (code, ErrorInfo reason, message, BadRequest fields).
+pub fn row_error(index: i64, error: impl Into<Error>) -> RowError {
+    let status = tonic::Status::from(error.into());
+    let details = status.get_error_details();
+    RowError {
+        index,
+        code: status.code() as i32,
+        reason: details
+            .error_info()
+            .map(|info| info.reason.clone())
+            .unwrap_or_default(),
+        message: status.message().to_owned(),
+        fields: details
+            .bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .iter()
+                    .map(|v| v.field.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

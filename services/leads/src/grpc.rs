@@ -9,7 +9,7 @@ use kizuna_store::list_query;
 use tonic::{Request, Response, Status};
 
 use crate::error::{DOMAIN, Error};
-use crate::tables::{Activities, Leads, ScoringModels, Segments};
+use crate::tables::{Activities, Leads, RescoringJobs, ScoringModels, Segments};
 use crate::{activities, capture, scoring, segments, stages};
 
 /// The `kizuna.leads.v1.LeadsService` implementation.
@@ -35,9 +35,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn get_lead(&self, request: Request<GetLeadRequest>) -> Reply<Lead> {
-        let lead = self
-            .store
-            .get::<Leads>(&request.get_ref().name)
+        let lead = capture::get(&self.store, &request.get_ref().name)
             .await
             .map_err(status)?;
         Ok(Response::new(lead))
@@ -61,6 +59,38 @@ impl LeadsService for LeadsApi {
             .await
             .map_err(status)?;
         Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    async fn capture_lead(
+        &self,
+        request: Request<CaptureLeadRequest>,
+    ) -> Reply<CaptureLeadResponse> {
+        let r = request.into_inner();
+        let lead = required(r.lead, "lead").map_err(status)?;
+        let captured = capture::capture(&self.store, lead, &r.request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(captured))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn import_leads(
+        &self,
+        request: Request<tonic::Streaming<ImportLeadsRequest>>,
+    ) -> Reply<ImportLeadsResponse> {
+        let imported = capture::import(&self.store, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(imported))
+    }
+
+    #[tracing::instrument(skip_all, fields(lead = %request.get_ref().lead, merged_lead = %request.get_ref().merged_lead))]
+    async fn merge_leads(&self, request: Request<MergeLeadsRequest>) -> Reply<Lead> {
+        let merged = capture::merge(&self.store, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(merged))
     }
 
     #[tracing::instrument(skip_all)]
@@ -139,6 +169,17 @@ impl LeadsService for LeadsApi {
             activity: Some(activity),
             lead: Some(lead),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn track_activities(
+        &self,
+        request: Request<tonic::Streaming<TrackActivitiesRequest>>,
+    ) -> Reply<TrackActivitiesResponse> {
+        let tracked = activities::ingest::track_many(&self.store, request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(tracked))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
@@ -253,6 +294,36 @@ impl LeadsService for LeadsApi {
             .await
             .map_err(status)?;
         Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn get_rescoring_job(
+        &self,
+        request: Request<GetRescoringJobRequest>,
+    ) -> Reply<RescoringJob> {
+        let job = self
+            .store
+            .get::<RescoringJobs>(&request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(job))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_rescoring_jobs(
+        &self,
+        request: Request<ListRescoringJobsRequest>,
+    ) -> Reply<ListRescoringJobsResponse> {
+        let query = list_query!(request.into_inner());
+        let page = self
+            .store
+            .list::<RescoringJobs>(&query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListRescoringJobsResponse {
+            rescoring_jobs: page.items,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]

@@ -103,4 +103,50 @@ CREATE TABLE segments (
 ALTER TABLE leads ADD COLUMN tags TEXT NOT NULL DEFAULT '';
 ",
     },
+    Migration {
+        version: 5,
+        description: "lead redirects left by merges",
+        sql: "
+CREATE TABLE lead_redirects (
+    name TEXT NOT NULL PRIMARY KEY,
+    target TEXT NOT NULL,
+    merge_time BIGINT NOT NULL
+);
+CREATE INDEX lead_redirects_target ON lead_redirects (target);
+",
+    },
+    Migration {
+        version: 6,
+        description: "incremental score state, batched score events, rescoring jobs",
+        sql: "
+CREATE TABLE lead_score_state (
+    lead_name TEXT NOT NULL PRIMARY KEY,
+    model TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    score {{DOUBLE}} NOT NULL,
+    grade TEXT NOT NULL,
+    notified_score {{DOUBLE}} NOT NULL,
+    notified_grade TEXT NOT NULL,
+    pending BIGINT NOT NULL
+);
+CREATE INDEX lead_score_state_pending ON lead_score_state (pending, lead_name);
+
+CREATE TABLE rescoring_jobs (
+    id TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    data {{BLOB}} NOT NULL,
+    version BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    scoring_model TEXT NOT NULL,
+    state TEXT NOT NULL,
+    cursor TEXT NOT NULL DEFAULT '',
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_expire BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (parent, id)
+);
+CREATE INDEX rescoring_jobs_state ON rescoring_jobs (state, create_time);
+",
+    },
 ];

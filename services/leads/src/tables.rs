@@ -1,6 +1,8 @@
 //! How leads resources map onto their tables: indexed columns for filters and ordering.
 
-use kizuna_proto::leads::{Activity, ActivityKind, Lead, ScoringModel, Segment, scoring_model};
+use kizuna_proto::leads::{
+    Activity, ActivityKind, Lead, RescoringJob, ScoringModel, Segment, rescoring_job, scoring_model,
+};
 use kizuna_proto::types::LifecycleStage;
 use kizuna_store::table::enum_short_name;
 use kizuna_store::{Column, Table, Value, standard_meta};
@@ -163,6 +165,34 @@ impl Table for Segments {
 
     fn values(segment: &Segment) -> Vec<Value> {
         vec![segment.display_name.as_str().into()]
+    }
+
+    standard_meta!();
+}
+
+/// `rescoringJobs/{rescoring_job}`. The runner's cursor and lease live in extra columns of the
+/// same table (`cursor`, `lease_owner`, `lease_expire`), outside the resource.
+#[derive(Debug)]
+pub struct RescoringJobs;
+
+impl Table for RescoringJobs {
+    type Message = RescoringJob;
+    const KIND: &'static str = "RescoringJob";
+    const TABLE: &'static str = "rescoring_jobs";
+    const COLLECTION: &'static str = "rescoringJobs";
+    const PARENT: Option<&'static str> = None;
+    const EVENT_PREFIX: &'static str = "rescoring_job";
+    const PROTO_NAME: &'static str = "kizuna.leads.v1.RescoringJob";
+    const COLUMNS: &'static [Column] = &[
+        Column::text("scoring_model"),
+        Column::enumeration("state").prefixed("STATE_"),
+    ];
+
+    fn values(job: &RescoringJob) -> Vec<Value> {
+        let state = rescoring_job::State::try_from(job.state)
+            .map(|s| enum_short_name(s.as_str_name(), "STATE_"))
+            .unwrap_or_default();
+        vec![job.scoring_model.as_str().into(), state.into()]
     }
 
     standard_meta!();

@@ -6,6 +6,8 @@ use kizuna_proto::leads::{Activity, ActivityKind, Lead};
 use kizuna_store::Store;
 
 use crate::error::Result;
+
+pub mod ingest;
 use crate::stages;
 use crate::tables::{Activities, Leads};
 

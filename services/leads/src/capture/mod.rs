@@ -1,12 +1,17 @@
 //! Lead capture: validation, duplicate detection on normalized keys, and updates.
 
+use futures::{Stream, StreamExt};
 use kizuna_errors::{ApiError, Validator};
-use kizuna_proto::leads::Lead;
+use kizuna_proto::leads::{
+    CaptureLeadResponse, ImportLeadsRequest, ImportLeadsResponse, Lead, MergeLeadsRequest,
+};
 use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
 use kizuna_store::{Store, apply_mask};
 use prost_types::FieldMask;
 
 use crate::error::{Error, Result};
+
+pub mod redirects;
 use crate::tables::Leads;
 use kizuna_normalize::{email_key, phone_key};
 
@@ -181,4 +186,63 @@ async fn find_duplicate(
         }
     }
     Ok(None)
+}
+
+/// Reads a lead; the name of a lead merged away resolves to the lead it was merged into.
+pub async fn get(store: &Store, name: &str) -> Result<Lead> {
+    match store.get::<Leads>(name).await {
+        Err(ApiError::NotFound { .. }) if kizuna_store::parse_name::<Leads>(name).is_some() => {
+            let mut conn = store
+                .db()
+                .pool()
+                .acquire()
+                .await
+                .map_err(kizuna_store::db_error)?;
+            match redirects::resolve(&mut conn, name).await? {
+                Some(target) => Ok(store.get::<Leads>(&target).await?),
+                None => Err(ApiError::NotFound {
+                    kind: "Lead",
+                    name: name.to_owned(),
+                }
+                .into()),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Captures a lead: creates it, or merges it into the existing lead it matches.
+pub async fn capture(store: &Store, lead: Lead, request_id: &str) -> Result<CaptureLeadResponse> {
+    let _ = (store, lead, request_id);
+    Err(ApiError::FailedPrecondition {
+        reason: "NOT_IMPLEMENTED",
+        message: "CaptureLead is not implemented yet".into(),
+    }
+    .into())
+}
+
+/// Captures every row of an import stream on its own; one result per row.
+pub async fn import(
+    store: &Store,
+    mut rows: impl Stream<Item = Result<ImportLeadsRequest, tonic::Status>> + Send + Unpin,
+) -> Result<ImportLeadsResponse> {
+    let _ = store;
+    while let Some(row) = rows.next().await {
+        row.map_err(Error::Stream)?;
+    }
+    Err(ApiError::FailedPrecondition {
+        reason: "NOT_IMPLEMENTED",
+        message: "ImportLeads is not implemented yet".into(),
+    }
+    .into())
+}
+
+/// Merges `request.merged_lead` into `request.lead`, leaving a redirect.
+pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
+    let _ = (store, request);
+    Err(ApiError::FailedPrecondition {
+        reason: "NOT_IMPLEMENTED",
+        message: "MergeLeads is not implemented yet".into(),
+    }
+    .into())
 }
