@@ -372,7 +372,7 @@ impl Store {
         request_id: &str,
     ) -> Result<Option<T::Message>, ApiError> {
         let mut conn = self.db.pool().acquire().await.map_err(db_error)?;
-        recall_on::<T>(&mut conn, &self.db, method, request_id).await
+        recall_on::<T::Message>(&mut conn, &self.db, method, request_id).await
     }
 
     /// Reads `name`, lets `apply` change it (after the etag check), stores it and emits
@@ -442,12 +442,12 @@ fn decode<T: Table>(row: &sqlx::any::AnyRow) -> Result<T::Message, ApiError> {
         .map_err(|e| ApiError::Internal(format!("stored {} is corrupt: {e}", T::KIND)))
 }
 
-async fn recall_on<T: Table>(
+async fn recall_on<M: Message + Default>(
     conn: &mut sqlx::AnyConnection,
     db: &Database,
     method: &str,
     request_id: &str,
-) -> Result<Option<T::Message>, ApiError> {
+) -> Result<Option<M>, ApiError> {
     if request_id.is_empty() {
         return Ok(None);
     }
@@ -464,7 +464,12 @@ async fn recall_on<T: Table>(
         .instrument(db_span(db, "SELECT", "idempotency"))
         .await
         .map_err(db_error)?;
-    row.map(|row| decode::<T>(&row)).transpose()
+    row.map(|row| {
+        let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
+        M::decode(data.as_slice())
+            .map_err(|e| ApiError::Internal(format!("stored response is corrupt: {e}")))
+    })
+    .transpose()
 }
 
 /// A write transaction: the steps of a change, committed together with its events.
@@ -501,7 +506,17 @@ impl WriteTx<'_> {
         method: &str,
         request_id: &str,
     ) -> Result<Option<T::Message>, ApiError> {
-        recall_on::<T>(&mut self.tx, &self.store.db, method, request_id).await
+        self.recall_as::<T::Message>(method, request_id).await
+    }
+
+    /// [`WriteTx::recall`] for a response that is not a stored resource (e.g. a
+    /// `CaptureLeadResponse`).
+    pub async fn recall_as<M: Message + Default>(
+        &mut self,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<M>, ApiError> {
+        recall_on::<M>(&mut self.tx, &self.store.db, method, request_id).await
     }
 
     /// Records `response` as the answer to `request_id`; `false` if another call recorded first.
@@ -510,6 +525,16 @@ impl WriteTx<'_> {
         method: &str,
         request_id: &str,
         response: &T::Message,
+    ) -> Result<bool, ApiError> {
+        self.remember_as(method, request_id, response).await
+    }
+
+    /// [`WriteTx::remember`] for a response that is not a stored resource.
+    pub async fn remember_as<M: Message>(
+        &mut self,
+        method: &str,
+        request_id: &str,
+        response: &M,
     ) -> Result<bool, ApiError> {
         if request_id.is_empty() {
             return Ok(true);

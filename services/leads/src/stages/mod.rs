@@ -196,25 +196,44 @@ pub struct Outcome {
 }
 
 /// Inside the activity's write transaction, after the activity is inserted and with `lead`
-/// read (and locked) by [`WriteTx::get`]: moves a LEAD to ENGAGED, rescores with the newest
-/// published model as of now, and moves a lead in ENGAGED or RECYCLED whose score and grade
-/// pass the thresholds to MQL. Stores the lead and the history rows; the caller emits
-/// [`Outcome::events`] with [`emit`] as the last writes.
+/// read (and locked) by [`WriteTx::get`]: moves a LEAD to ENGAGED, then [`rescore`]s it. Stores
+/// the lead and the history rows; the caller emits [`Outcome::events`] with [`emit`] as the last
+/// writes.
 pub async fn score_after_activity(
     tx: &mut WriteTx<'_>,
-    mut lead: Lead,
+    lead: Lead,
     activity: &Activity,
+) -> Result<Outcome, ApiError> {
+    rescore_with(tx, lead, ACTIVITY_CAUSE, &activity.name, true).await
+}
+
+/// Inside a write transaction, with `lead` read (and locked) by [`WriteTx::get`]: rescores it
+/// from its activities under the newest published model as of now and moves a lead in ENGAGED
+/// or RECYCLED whose score and grade pass the thresholds to MQL, recording `cause` (e.g.
+/// `lead.merged`). Stores the lead and the history rows; the caller emits
+/// [`Outcome::events`] with [`emit`] as the last writes.
+pub async fn rescore(tx: &mut WriteTx<'_>, lead: Lead, cause: &str) -> Result<Outcome, ApiError> {
+    let reason = lead.name.clone();
+    rescore_with(tx, lead, cause, &reason, false).await
+}
+
+async fn rescore_with(
+    tx: &mut WriteTx<'_>,
+    mut lead: Lead,
+    cause: &str,
+    reason: &str,
+    engage: bool,
 ) -> Result<Outcome, ApiError> {
     let now = kizuna_db::now_micros();
     let before = lead.clone();
     let mut transitions = Vec::new();
     let mut events = Vec::new();
-    if stage_of(&lead) == LifecycleStage::Lead {
+    if engage && stage_of(&lead) == LifecycleStage::Lead {
         transitions.push(Transition {
             from: LifecycleStage::Lead,
             to: LifecycleStage::Engaged,
-            cause: ACTIVITY_CAUSE.into(),
-            reason: activity.name.clone(),
+            cause: cause.into(),
+            reason: reason.into(),
             score_reset: false,
         });
         lead.stage = LifecycleStage::Engaged as i32;
@@ -233,10 +252,10 @@ pub async fn score_after_activity(
             transitions.push(Transition {
                 from,
                 to: LifecycleStage::Mql,
-                cause: ACTIVITY_CAUSE.into(),
+                cause: cause.into(),
                 reason: format!(
-                    "{} (score {:.3}, grade {:?} under {} revision {})",
-                    activity.name, score.score, score.grade, model.name, model.revision
+                    "{reason} (score {:.3}, grade {:?} under {} revision {})",
+                    score.score, score.grade, model.name, model.revision
                 ),
                 score_reset: false,
             });
