@@ -211,16 +211,30 @@ pub struct Engine<'m> {
     max_fit_points: f64,
 }
 
+/// One engagement rule prepared for matching: its conditions folded (see [`folded_key`]).
+/// The engine and the incremental [`super::state`] both match and cap through this type.
 #[derive(Debug)]
-struct CompiledEngagement<'m> {
+pub(crate) struct CompiledEngagement<'m> {
     rule: &'m EngagementRule,
     /// False when the rule can never match (no kind, non-finite points).
     usable: bool,
-    url_key: Option<String>,
+    url_key: Option<Cow<'m, str>>,
     property_key: Option<&'m str>,
-    property_value_key: Option<String>,
+    property_value_key: Option<Cow<'m, str>>,
     max_points: Option<f64>,
     max_points_per_day: Option<f64>,
+}
+
+/// An activity whose URL and property values are folded with [`text_key`] at most once each,
+/// however many rules look at them.
+#[derive(Debug)]
+pub(crate) struct FoldedActivity<'a> {
+    activity: &'a Activity,
+    url_key: Option<String>,
+    /// Folded property values by key, filled as rules ask for them.
+    value_keys: Vec<(&'a str, String)>,
+    /// Whether `value_keys` holds every property.
+    all_values: bool,
 }
 
 #[derive(Debug)]
@@ -247,9 +261,45 @@ fn positive_cap(cap: f64) -> Option<f64> {
     (cap.is_finite() && cap > 0.0).then_some(cap)
 }
 
-fn non_empty_key(text: &str) -> Option<String> {
-    let key = text_key(text);
+/// `text_key(text)` when not empty, borrowing `text` when it is already its own key (ASCII,
+/// no upper case, nothing to trim: NFKC leaves ASCII alone), so preparing a rule whose values
+/// are written folded allocates nothing.
+pub(crate) fn folded_key(text: &str) -> Option<Cow<'_, str>> {
+    let folded = text.is_ascii()
+        && !text.bytes().any(|b| b.is_ascii_uppercase())
+        && text.trim().len() == text.len();
+    let key = if folded {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text_key(text))
+    };
     (!key.is_empty()).then_some(key)
+}
+
+/// The moment an activity is placed at: `occur_time`, else `create_time`; `None` for neither.
+pub(crate) fn activity_time(activity: &Activity) -> Option<i64> {
+    let time = activity
+        .occur_time
+        .as_ref()
+        .or(activity.create_time.as_ref())?;
+    Some(from_timestamp(time))
+}
+
+/// The model's half-life in days; `None` (no decay) unless finite and positive.
+pub(crate) fn half_life_days(model: &ScoringModel) -> Option<f64> {
+    (model.half_life_days.is_finite() && model.half_life_days > 0.0).then_some(model.half_life_days)
+}
+
+/// The factor a contribution keeps after `age` microseconds: `0.5^(age_days / half_life)`,
+/// 1 for no decay or a negative age.
+pub(crate) fn decay_factor(half_life_days: Option<f64>, age: i64) -> f64 {
+    let Some(half_life) = half_life_days else {
+        return 1.0;
+    };
+    let age = age.max(0);
+    // Exact below 2^53 µs (285 years).
+    let age_days = age as f64 / MICROS_PER_DAY as f64;
+    0.5_f64.powf(age_days / half_life)
 }
 
 /// A number written in a profile field or rule value, if it is one.
@@ -265,16 +315,7 @@ impl<'m> Engine<'m> {
         let engagement = model
             .engagement_rules
             .iter()
-            .map(|rule| CompiledEngagement {
-                rule,
-                usable: rule.points.is_finite()
-                    && rule.activity_kind != ActivityKind::Unspecified as i32,
-                url_key: non_empty_key(&rule.url_contains),
-                property_key: (!rule.property_key.is_empty()).then_some(rule.property_key.as_str()),
-                property_value_key: non_empty_key(&rule.property_value),
-                max_points: positive_cap(rule.max_points),
-                max_points_per_day: positive_cap(rule.max_points_per_day),
-            })
+            .map(CompiledEngagement::new)
             .collect();
         let fit: Vec<CompiledFit<'m>> = model
             .fit_rules
@@ -302,8 +343,7 @@ impl<'m> Engine<'m> {
             .iter()
             .filter(|f| f.operator.is_some() && f.rule.points > 0.0)
             .fold(0.0, |sum, f| sum + f.rule.points);
-        let half_life_days = (model.half_life_days.is_finite() && model.half_life_days > 0.0)
-            .then_some(model.half_life_days);
+        let half_life_days = half_life_days(model);
         Self {
             model,
             engagement,
@@ -321,13 +361,31 @@ impl<'m> Engine<'m> {
     /// The factor a contribution from `occur` keeps at `as_of`: `0.5^(age_days / half_life)`,
     /// 1 for no decay or an activity not older than `as_of`.
     pub fn decay(&self, occur: i64, as_of: i64) -> f64 {
-        let Some(half_life) = self.half_life_days else {
-            return 1.0;
-        };
-        let age = as_of.saturating_sub(occur).max(0);
-        // Exact below 2^53 µs (285 years).
-        let age_days = age as f64 / MICROS_PER_DAY as f64;
-        0.5_f64.powf(age_days / half_life)
+        decay_factor(self.half_life_days, as_of.saturating_sub(occur))
+    }
+
+    /// The model this engine scores with.
+    pub(crate) fn model(&self) -> &'m ScoringModel {
+        self.model
+    }
+
+    /// The engagement rules, prepared, in model order.
+    pub(crate) fn engagement_rules(&self) -> &[CompiledEngagement<'m>] {
+        &self.engagement
+    }
+
+    /// The lead's fit grade, as [`Engine::evaluate`] gives it.
+    pub(crate) fn grade(&self, lead: &Lead) -> String {
+        if self.model.fit_rules.is_empty() {
+            return String::new();
+        }
+        let fit: Vec<RuleContribution> = self.fit_breakdown(lead).collect();
+        grade_for(sum_of(&fit, RuleKind::Fit), self.max_fit_points).to_owned()
+    }
+
+    /// Whether `score` and `grade` pass the model's MQL thresholds.
+    pub(crate) fn qualifies(&self, score: f64, grade: &str) -> bool {
+        score >= self.model.mql_score_threshold && self.grade_passes(grade)
     }
 
     /// Scores `lead` with `activities` (any order) as of `as_of` (microseconds UTC).
@@ -345,7 +403,7 @@ impl<'m> Engine<'m> {
             )
             .to_owned()
         };
-        let qualifies = score >= self.model.mql_score_threshold && self.grade_passes(&grade);
+        let qualifies = self.qualifies(score, &grade);
         Score {
             score,
             grade,
@@ -368,23 +426,25 @@ impl<'m> Engine<'m> {
     fn engagement_breakdown(&self, activities: &[Activity], as_of: i64) -> Vec<RuleContribution> {
         let mut timeline: Vec<(i64, &Activity)> = activities
             .iter()
-            .filter_map(|a| {
-                let time = a.occur_time.as_ref().or(a.create_time.as_ref())?;
-                Some((from_timestamp(time), a))
-            })
+            .filter_map(|a| Some((activity_time(a)?, a)))
             .collect();
         timeline.sort_by(|(t1, a1), (t2, a2)| t1.cmp(t2).then_with(|| a1.name.cmp(&a2.name)));
 
         let mut states = vec![RuleState::default(); self.engagement.len()];
         for (occur, activity) in timeline {
-            let mut url_key: Option<String> = None;
+            let mut folded = FoldedActivity::new(activity);
             let mut decay: Option<f64> = None;
             for (rule, state) in self.engagement.iter().zip(states.iter_mut()) {
-                if !rule.matches(activity, &mut url_key) {
+                if !rule.matches(&mut folded) {
                     continue;
                 }
                 state.activities = state.activities.saturating_add(1);
-                let raw = state.earn(rule, occur);
+                let raw = rule.earn(
+                    occur,
+                    &mut state.day,
+                    &mut state.day_raw,
+                    &mut state.total_raw,
+                );
                 if raw != 0.0 {
                     let factor = *decay.get_or_insert_with(|| self.decay(occur, as_of));
                     state.points += raw * factor;
@@ -417,53 +477,110 @@ impl<'m> Engine<'m> {
     }
 }
 
-impl RuleState {
-    /// Applies the caps to one match on `occur` and returns the raw points it earns.
-    fn earn(&mut self, rule: &CompiledEngagement<'_>, occur: i64) -> f64 {
-        let day = occur.div_euclid(MICROS_PER_DAY);
-        if self.day != Some(day) {
-            self.day = Some(day);
-            self.day_raw = 0.0;
+impl<'m> CompiledEngagement<'m> {
+    /// Prepares `rule`: allocates only for a condition not already written folded.
+    pub(crate) fn new(rule: &'m EngagementRule) -> Self {
+        Self {
+            rule,
+            usable: rule.points.is_finite()
+                && rule.activity_kind != ActivityKind::Unspecified as i32,
+            url_key: folded_key(&rule.url_contains),
+            property_key: (!rule.property_key.is_empty()).then_some(rule.property_key.as_str()),
+            property_value_key: folded_key(&rule.property_value),
+            max_points: positive_cap(rule.max_points),
+            max_points_per_day: positive_cap(rule.max_points_per_day),
         }
-        let mut allowed = rule.rule.points.abs();
-        if let Some(cap) = rule.max_points_per_day {
-            allowed = allowed.min((cap - self.day_raw).max(0.0));
+    }
+
+    /// Whether the activity meets every condition.
+    pub(crate) fn matches(&self, activity: &mut FoldedActivity<'_>) -> bool {
+        if !self.usable || self.rule.activity_kind != activity.activity.kind {
+            return false;
         }
-        if let Some(cap) = rule.max_points {
-            allowed = allowed.min((cap - self.total_raw).max(0.0));
+        if let Some(needle) = &self.url_key
+            && !activity.url_key().contains(needle.as_ref())
+        {
+            return false;
+        }
+        match (self.property_key, self.property_value_key.as_deref()) {
+            (Some(key), Some(want)) => activity.value_key(key).is_some_and(|v| v == want),
+            (Some(key), None) => activity.activity.properties.contains_key(key),
+            (None, Some(want)) => activity.any_value_key(want),
+            (None, None) => true,
+        }
+    }
+
+    /// Applies the caps to one match on `occur`, given the rule's running cap counters (the
+    /// UTC day of its previous match, the raw magnitude earned that day and over all time),
+    /// and returns the raw points it earns.
+    pub(crate) fn earn(
+        &self,
+        occur: i64,
+        day: &mut Option<i64>,
+        day_raw: &mut f64,
+        total_raw: &mut f64,
+    ) -> f64 {
+        let today = occur.div_euclid(MICROS_PER_DAY);
+        if *day != Some(today) {
+            *day = Some(today);
+            *day_raw = 0.0;
+        }
+        let mut allowed = self.rule.points.abs();
+        if let Some(cap) = self.max_points_per_day {
+            allowed = allowed.min((cap - *day_raw).max(0.0));
+        }
+        if let Some(cap) = self.max_points {
+            allowed = allowed.min((cap - *total_raw).max(0.0));
         }
         if allowed <= 0.0 {
             return 0.0;
         }
-        self.day_raw += allowed;
-        self.total_raw += allowed;
-        allowed.copysign(rule.rule.points)
+        *day_raw += allowed;
+        *total_raw += allowed;
+        allowed.copysign(self.rule.points)
     }
 }
 
-impl CompiledEngagement<'_> {
-    /// Whether `activity` meets every condition; `url_key` caches the folded URL.
-    fn matches(&self, activity: &Activity, url_key: &mut Option<String>) -> bool {
-        if !self.usable || self.rule.activity_kind != activity.kind {
-            return false;
+impl<'a> FoldedActivity<'a> {
+    /// Wraps `activity`; nothing is folded until a rule asks.
+    pub(crate) fn new(activity: &'a Activity) -> Self {
+        Self {
+            activity,
+            url_key: None,
+            value_keys: Vec::new(),
+            all_values: false,
         }
-        if let Some(needle) = &self.url_key {
-            let url = url_key.get_or_insert_with(|| text_key(&activity.url));
-            if !url.contains(needle.as_str()) {
-                return false;
-            }
-        }
-        let value_matches = |value: &String| {
-            self.property_value_key
-                .as_ref()
-                .is_none_or(|want| text_key(value) == *want)
-        };
-        match self.property_key {
-            Some(key) => activity.properties.get(key).is_some_and(value_matches),
+    }
+
+    fn url_key(&mut self) -> &str {
+        let activity = self.activity;
+        self.url_key.get_or_insert_with(|| text_key(&activity.url))
+    }
+
+    /// The folded value of property `key`, if the activity has it.
+    fn value_key(&mut self, key: &str) -> Option<&str> {
+        let index = match self.value_keys.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
             None => {
-                self.property_value_key.is_none() || activity.properties.values().any(value_matches)
+                let (key, value) = self.activity.properties.get_key_value(key)?;
+                self.value_keys.push((key.as_str(), text_key(value)));
+                self.value_keys.len() - 1
             }
+        };
+        self.value_keys.get(index).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether some property's folded value is `want`.
+    fn any_value_key(&mut self, want: &str) -> bool {
+        if !self.all_values {
+            for (key, value) in &self.activity.properties {
+                if !self.value_keys.iter().any(|(k, _)| *k == key.as_str()) {
+                    self.value_keys.push((key.as_str(), text_key(value)));
+                }
+            }
+            self.all_values = true;
         }
+        self.value_keys.iter().any(|(_, v)| v == want)
     }
 }
 
@@ -533,19 +650,19 @@ fn field_values<'a>(lead: &'a Lead, field: &str) -> Vec<Cow<'a, str>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kizuna_proto::leads::scoring_model::EngagementRule;
     use kizuna_proto::time::to_timestamp;
 
-    const T0: i64 = 1_780_000_000_000_000; // 2026-05-28T20:26:40Z
-    const HOUR: i64 = 3_600_000_000;
+    pub(crate) const T0: i64 = 1_780_000_000_000_000; // 2026-05-28T20:26:40Z
+    pub(crate) const HOUR: i64 = 3_600_000_000;
 
     /// A deterministic pseudo-random generator (SplitMix64).
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -554,20 +671,20 @@ mod tests {
         }
 
         /// Uniform in `0..n` (n > 0).
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
 
-        fn chance(&mut self, percent: u64) -> bool {
+        pub(crate) fn chance(&mut self, percent: u64) -> bool {
             self.below(100) < percent
         }
 
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
             let len = u64::try_from(items.len()).expect("small");
             &items[usize::try_from(self.below(len)).expect("small")]
         }
 
-        fn shuffle<T>(&mut self, items: &mut [T]) {
+        pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
             for i in (1..items.len()).rev() {
                 let bound = u64::try_from(i + 1).expect("small");
                 let j = usize::try_from(self.below(bound)).expect("small");
@@ -576,7 +693,7 @@ mod tests {
         }
     }
 
-    fn rule(id: &str, kind: ActivityKind, points: f64) -> EngagementRule {
+    pub(crate) fn rule(id: &str, kind: ActivityKind, points: f64) -> EngagementRule {
         EngagementRule {
             rule_id: id.into(),
             activity_kind: kind as i32,
@@ -585,7 +702,13 @@ mod tests {
         }
     }
 
-    fn fit(id: &str, field: &str, operator: Operator, value: &str, points: f64) -> FitRule {
+    pub(crate) fn fit(
+        id: &str,
+        field: &str,
+        operator: Operator,
+        value: &str,
+        points: f64,
+    ) -> FitRule {
         FitRule {
             rule_id: id.into(),
             field: field.into(),
@@ -595,7 +718,7 @@ mod tests {
         }
     }
 
-    fn model(engagement: Vec<EngagementRule>, half_life_days: f64) -> ScoringModel {
+    pub(crate) fn model(engagement: Vec<EngagementRule>, half_life_days: f64) -> ScoringModel {
         ScoringModel {
             display_name: "test".into(),
             engagement_rules: engagement,
@@ -604,7 +727,7 @@ mod tests {
         }
     }
 
-    fn activity(n: usize, kind: ActivityKind, url: &str, occur: i64) -> Activity {
+    pub(crate) fn activity(n: usize, kind: ActivityKind, url: &str, occur: i64) -> Activity {
         Activity {
             name: format!("leads/l1/activities/a{n:04}"),
             kind: kind as i32,
@@ -614,7 +737,7 @@ mod tests {
         }
     }
 
-    fn page_views(times: &[i64]) -> Vec<Activity> {
+    pub(crate) fn page_views(times: &[i64]) -> Vec<Activity> {
         times
             .iter()
             .enumerate()

@@ -3,6 +3,7 @@
 //! models themselves; [`engine`] applies a model to a lead.
 
 pub mod engine;
+pub mod state;
 
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{ActivityKind, ScoringModel, scoring_model};
