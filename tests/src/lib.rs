@@ -34,6 +34,7 @@ pub fn settings_for(url: &str) -> Settings {
     settings.database.max_connections = 5;
     settings.database.health_interval_secs = 1;
     settings.auth.signing_key = Secret::new(SIGNING_KEY);
+    settings.leads.score_flush_interval_ms = 200;
     settings.validate().expect("valid test settings");
     settings
 }

@@ -59,6 +59,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Where the gateway finds the domain services (ignored by the others).
     pub gateway: GatewaySettings,
+    /// Background work of the leads service (ignored by the others).
+    pub leads: LeadsSettings,
 }
 
 /// `server.*`
@@ -134,6 +136,17 @@ pub struct GatewaySettings {
     pub upstream_timeout_ms: u64,
 }
 
+/// `leads.*`
+#[derive(Clone, Debug, Deserialize)]
+pub struct LeadsSettings {
+    /// How often pending score changes are announced as one `lead.score_changed` event.
+    pub score_flush_interval_ms: u64,
+    /// Leads rescored per transaction by a rescoring job.
+    pub rescoring_chunk_size: u32,
+    /// Pause between two chunks of a rescoring job, to bound its load on the database.
+    pub rescoring_pause_ms: u64,
+}
+
 /// A setting is missing or wrong; the message names it.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -180,6 +193,11 @@ leads_url = "http://127.0.0.1:50051"
 deals_url = "http://127.0.0.1:50052"
 accounts_url = "http://127.0.0.1:50053"
 upstream_timeout_ms = 3000
+
+[leads]
+score_flush_interval_ms = 1000
+rescoring_chunk_size = 500
+rescoring_pause_ms = 0
 "#;
 
 impl Settings {
@@ -251,6 +269,12 @@ impl Settings {
                 "server.host",
                 "must be an IP address such as 0.0.0.0 or 127.0.0.1",
             );
+        }
+        if self.leads.score_flush_interval_ms == 0 {
+            return invalid("leads.score_flush_interval_ms", "must be at least 1");
+        }
+        if !(1..=10_000).contains(&self.leads.rescoring_chunk_size) {
+            return invalid("leads.rescoring_chunk_size", "must be between 1 and 10000");
         }
         if self.gateway.upstream_timeout_ms == 0 {
             return invalid("gateway.upstream_timeout_ms", "must be at least 1");

@@ -7,6 +7,7 @@
 //! their own logic inside the transaction.
 
 pub mod api;
+pub mod bulk;
 pub mod filter;
 pub mod mask;
 pub mod outbox;
@@ -69,6 +70,12 @@ pub fn db_error(error: sqlx::Error) -> ApiError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => ApiError::Unavailable("database".into()),
+        // PostgreSQL deadlock_detected and serialization_failure: transient, safe to retry.
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) =>
+        {
+            ApiError::Unavailable("database (concurrent transactions conflicted)".into())
+        }
         sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::AlreadyExists {
             kind: "resource",
             name: db.constraint().unwrap_or_default().to_owned(),
@@ -740,6 +747,16 @@ impl WriteTx<'_> {
         let sequence = outbox::append(&mut self.tx, &self.store.db, event).await?;
         self.emitted = true;
         Ok(sequence)
+    }
+
+    /// Emits `events` in order with multi-row inserts. Make it the transaction's last write.
+    pub async fn emit_many(&mut self, events: Vec<NewEvent>) -> Result<(), ApiError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        outbox::append_many(&mut self.tx, &self.store.db, events).await?;
+        self.emitted = true;
+        Ok(())
     }
 
     /// Commits, then wakes event watchers.

@@ -81,6 +81,66 @@ pub(crate) async fn append(
     .await
 }
 
+/// Appends `events` inside `tx` with one lock, multi-row inserts and one notification; call it
+/// as the last write of the transaction. Their sequences follow the order given.
+pub(crate) async fn append_many(
+    conn: &mut sqlx::AnyConnection,
+    db: &Database,
+    events: Vec<NewEvent>,
+) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (traceparent, tracestate) = kizuna_telemetry::propagation::current_trace_context();
+    let now = kizuna_db::now_micros();
+    async move {
+        if db.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(OUTBOX_LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+        for chunk in events.chunks(crate::bulk::MAX_BINDS / 7) {
+            let mut sql = Sql::new(
+                "INSERT INTO outbox (event_type, subject, type_url, data, traceparent, tracestate, \
+                 create_time) VALUES ",
+            );
+            for (i, event) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind(event.event_type.as_str())
+                    .push(", ")
+                    .bind(event.subject.as_str())
+                    .push(", ")
+                    .bind(event.type_url.as_str())
+                    .push(", ")
+                    .bind(crate::Value::Bytes(event.data.clone()))
+                    .push(", ")
+                    .bind(traceparent.as_str())
+                    .push(", ")
+                    .bind(tracestate.as_str())
+                    .push(", ")
+                    .bind(now)
+                    .push(")");
+            }
+            sql.query().execute(&mut *conn).await.map_err(db_error)?;
+        }
+        if db.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+    .instrument(db_span(db, "INSERT", "outbox"))
+    .await
+}
+
 /// Reads up to `limit` events after `after`, optionally only of `types`.
 pub(crate) async fn read(
     db: &Database,

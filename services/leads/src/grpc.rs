@@ -16,12 +16,19 @@ use crate::{activities, capture, scoring, segments, stages};
 #[derive(Clone, Debug)]
 pub struct LeadsApi {
     store: Store,
+    jobs: scoring::jobs::Runner,
 }
 
 impl LeadsApi {
-    /// Handlers over `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Handlers over `store`; `jobs` is woken when a publication starts a rescoring job.
+    pub fn new(store: Store, jobs: scoring::jobs::Runner) -> Self {
+        Self { store, jobs }
+    }
+
+    fn started(&self, started: bool) {
+        if started {
+            self.jobs.wake();
+        }
     }
 }
 
@@ -267,9 +274,11 @@ impl LeadsService for LeadsApi {
     ) -> Reply<ScoringModel> {
         let r = request.into_inner();
         let model = required(r.scoring_model, "scoring_model").map_err(status)?;
-        let created = scoring::create(&self.store, model, &r.scoring_model_id, &r.request_id)
-            .await
-            .map_err(status)?;
+        let (created, started) =
+            scoring::create(&self.store, model, &r.scoring_model_id, &r.request_id)
+                .await
+                .map_err(status)?;
+        self.started(started);
         Ok(Response::new(created))
     }
 
@@ -280,9 +289,10 @@ impl LeadsService for LeadsApi {
     ) -> Reply<ScoringModel> {
         let r = request.into_inner();
         let model = required(r.scoring_model, "scoring_model").map_err(status)?;
-        let updated = scoring::update(&self.store, model, r.update_mask.as_ref())
+        let (updated, started) = scoring::update(&self.store, model, r.update_mask.as_ref())
             .await
             .map_err(status)?;
+        self.started(started);
         Ok(Response::new(updated))
     }
 

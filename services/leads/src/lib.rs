@@ -66,7 +66,16 @@ impl Application {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let limit = self.server.settings().server.max_request_bytes;
-        let service = LeadsServiceServer::new(grpc::LeadsApi::new(self.store))
+        let leads = self.server.settings().leads.clone();
+        let stopping = self.server.shutdown().stopping();
+        stages::scores::spawn_flusher(
+            self.store.clone(),
+            std::time::Duration::from_millis(leads.score_flush_interval_ms),
+            stopping.clone(),
+        );
+        let jobs = scoring::jobs::Runner::new(self.store.clone(), leads);
+        jobs.clone().spawn(stopping);
+        let service = LeadsServiceServer::new(grpc::LeadsApi::new(self.store, jobs))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit.max(16 * 1024 * 1024));
         let routes = tonic::service::Routes::new(service);

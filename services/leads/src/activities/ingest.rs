@@ -1,25 +1,269 @@
-//! Bulk ingest of activities (`TrackActivities`): server-side batches, one transaction each,
-//! scoring incrementally.
+//! Bulk ingest of activities (`TrackActivities`).
+//!
+//! Rows are validated one by one as they arrive (a bad row fails alone, reported by its index in
+//! the stream) and written in batches of up to [`BATCH_ROWS`], one transaction each: the
+//! request ids already recorded are replayed, the leads are read for change in name order (so
+//! concurrent streams cannot deadlock on them) with names left by merges followed, the
+//! activities are inserted with multi-row statements, and [`stages::apply::apply`] scores the
+//! leads incrementally and moves them through ENGAGED and MQL. The idempotency ledger is shared
+//! with `CreateActivity` and `TrackActivity`. While one batch is written the next one is read
+//! from the stream.
+
+use std::collections::{HashMap, HashSet};
 
 use futures::{Stream, StreamExt};
 use kizuna_errors::ApiError;
-use kizuna_proto::leads::{TrackActivitiesRequest, TrackActivitiesResponse};
-use kizuna_store::Store;
+use kizuna_proto::leads::{
+    Activity, Lead, TrackActivitiesRequest, TrackActivitiesResponse, TrackActivityRequest,
+};
+use kizuna_store::{MAX_REQUEST_ID_CHARS, Store, WriteTx, db_error};
+use sqlx::Row;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, row_error};
+use crate::stages::{self, apply};
+use crate::tables::{Activities, Leads};
+
+/// Rows per write transaction.
+pub const BATCH_ROWS: usize = 2_000;
+/// The idempotency ledger shared with `CreateActivity` and `TrackActivity`.
+const METHOD: &str = "CreateActivity";
+/// Attempts of one batch when concurrent writers conflict.
+const ATTEMPTS: usize = 3;
+
+/// One valid row waiting for its batch.
+#[derive(Clone, Debug)]
+struct PendingRow {
+    index: i64,
+    parent: String,
+    activity: Activity,
+    request_id: String,
+}
+
+/// What one stream did so far.
+#[derive(Debug, Default)]
+struct Tally {
+    response: TrackActivitiesResponse,
+}
+
+/// Checks one row and fills its defaults.
+fn prepare(index: i64, request: TrackActivityRequest) -> Result<PendingRow, ApiError> {
+    let activity = kizuna_errors::required(request.activity, "activity")?;
+    super::validate(&request.parent, &activity)?;
+    kizuna_store::require_name::<Leads>(&request.parent, "parent")?;
+    if request.request_id.chars().count() > MAX_REQUEST_ID_CHARS {
+        return Err(ApiError::invalid(
+            "request_id",
+            format!("must be at most {MAX_REQUEST_ID_CHARS} characters"),
+        ));
+    }
+    let mut activity = activity;
+    activity.name.clear();
+    activity.etag.clear();
+    activity.create_time = None;
+    activity.update_time = None;
+    if activity.occur_time.is_none() {
+        activity.occur_time = Some(kizuna_store::time::to_timestamp(kizuna_db::now_micros()));
+    }
+    Ok(PendingRow {
+        index,
+        parent: request.parent,
+        activity,
+        request_id: request.request_id,
+    })
+}
 
 /// Records every activity of the stream; see `TrackActivities`.
 pub async fn track_many(
     store: &Store,
     mut batches: impl Stream<Item = Result<TrackActivitiesRequest, tonic::Status>> + Send + Unpin,
 ) -> Result<TrackActivitiesResponse> {
-    let _ = store;
-    while let Some(batch) = batches.next().await {
-        batch.map_err(Error::Stream)?;
+    let mut tally = Tally::default();
+    let mut pending: Vec<PendingRow> = Vec::with_capacity(BATCH_ROWS);
+    let mut index = 0_i64;
+    let mut writing: Option<tokio::task::JoinHandle<Result<Tally, ApiError>>> = None;
+    loop {
+        let message = batches.next().await;
+        let done = message.is_none();
+        if let Some(message) = message {
+            let message = message.map_err(Error::Stream)?;
+            for request in message.activities {
+                match prepare(index, request) {
+                    Ok(row) => pending.push(row),
+                    Err(error) => tally.response.failures.push(row_error(index, error)),
+                }
+                index += 1;
+            }
+        }
+        if pending.len() >= BATCH_ROWS || (done && !pending.is_empty()) {
+            // One batch in flight at a time: wait for the previous one, then hand this one over
+            // and go on reading the stream while it is written.
+            if let Some(previous) = writing.take() {
+                merge(&mut tally, join(previous).await?);
+            }
+            let rows = std::mem::take(&mut pending);
+            let store = store.clone();
+            writing = Some(tokio::spawn(async move { write_batch(&store, rows).await }));
+        }
+        if done {
+            break;
+        }
     }
-    Err(ApiError::FailedPrecondition {
-        reason: "NOT_IMPLEMENTED",
-        message: "TrackActivities is not implemented yet".into(),
+    if let Some(previous) = writing.take() {
+        merge(&mut tally, join(previous).await?);
     }
-    .into())
+    tally.response.failures.sort_by_key(|f| f.index);
+    Ok(tally.response)
+}
+
+async fn join(handle: tokio::task::JoinHandle<Result<Tally, ApiError>>) -> Result<Tally, ApiError> {
+    handle
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest batch task failed: {e}")))?
+}
+
+fn merge(into: &mut Tally, batch: Tally) {
+    into.response.accepted_count += batch.response.accepted_count;
+    into.response.replayed_count += batch.response.replayed_count;
+    into.response.qualified_count += batch.response.qualified_count;
+    into.response.failures.extend(batch.response.failures);
+}
+
+/// Writes one batch, retrying when a concurrent writer conflicted with it.
+async fn write_batch(store: &Store, rows: Vec<PendingRow>) -> Result<Tally, ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_batch(store, rows.clone()).await {
+            Err(ApiError::Unavailable(_) | ApiError::EtagMismatch { .. }) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, "ingest batch conflicted; retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_batch(store: &Store, mut rows: Vec<PendingRow>) -> Result<Tally, ApiError> {
+    let mut tally = Tally::default();
+    let mut tx = store.begin().await?;
+
+    // Replays: request ids recorded before, or repeated within this batch.
+    let ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    let seen = tx.recall_many::<Activity>(METHOD, &ids).await?;
+    let mut in_batch = HashSet::new();
+    rows.retain(|row| {
+        let replay = !row.request_id.is_empty()
+            && (seen.contains_key(&row.request_id) || !in_batch.insert(row.request_id.clone()));
+        if replay {
+            tally.response.replayed_count += 1;
+        }
+        !replay
+    });
+
+    // The leads, locked in name order; names of merged-away leads lead to the survivor.
+    let mut parents: Vec<String> = rows.iter().map(|r| r.parent.clone()).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let mut leads = tx.get_many::<Leads>(&parents).await?;
+    let missing: Vec<String> = parents
+        .iter()
+        .filter(|p| !leads.contains_key(*p))
+        .cloned()
+        .collect();
+    let redirects = redirect_targets(&mut tx, &missing).await?;
+    if !redirects.is_empty() {
+        let targets: Vec<String> = redirects.values().cloned().collect();
+        leads.extend(tx.get_many::<Leads>(&targets).await?);
+    }
+    let mut by_lead: HashMap<String, Vec<Activity>> = HashMap::new();
+    let mut inserts = Vec::with_capacity(rows.len());
+    let mut recorded_rows = Vec::with_capacity(rows.len());
+    for row in rows {
+        let parent = redirects.get(&row.parent).unwrap_or(&row.parent);
+        if !leads.contains_key(parent) {
+            let error = ApiError::NotFound {
+                kind: "Lead",
+                name: row.parent.clone(),
+            };
+            tally.response.failures.push(row_error(row.index, error));
+            continue;
+        }
+        inserts.push((parent.clone(), String::new(), row.activity));
+        recorded_rows.push(row.request_id);
+    }
+    let created = tx.insert_many::<Activities>(inserts).await?;
+    for activity in &created {
+        let parent = kizuna_store::parse_name::<Activities>(&activity.name)
+            .map(|p| p.parent.to_owned())
+            .unwrap_or_default();
+        by_lead.entry(parent).or_default().push(activity.clone());
+    }
+    let touched: Vec<Lead> = {
+        let mut names: Vec<&String> = by_lead.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|name| leads.get(name).cloned())
+            .collect()
+    };
+    let model = stages::published_model(tx.conn()).await?;
+    let cause = apply::Cause {
+        cause: stages::ACTIVITY_CAUSE,
+        engage: true,
+    };
+    let outcomes = apply::apply(
+        &mut tx,
+        touched,
+        &by_lead,
+        model.as_ref(),
+        apply::Rescore::Incremental,
+        cause,
+    )
+    .await?;
+
+    let remembered: Vec<(&str, &Activity)> = recorded_rows
+        .iter()
+        .zip(&created)
+        .filter(|(id, _)| !id.is_empty())
+        .map(|(id, activity)| (id.as_str(), activity))
+        .collect();
+    if tx.remember_many(METHOD, &remembered).await? != remembered.len() {
+        // A concurrent call recorded one of these request ids first: roll back, and the retry
+        // replays it.
+        return Err(ApiError::Unavailable(
+            "idempotency ledger (concurrent retry)".into(),
+        ));
+    }
+    tally.response.qualified_count += outcomes
+        .iter()
+        .filter(|outcome| outcome.events.contains(&"qualified"))
+        .count() as i64;
+    stages::emit_all(&mut tx, &outcomes).await?;
+    tx.commit().await?;
+    tally.response.accepted_count += created.len() as i64;
+    Ok(tally)
+}
+
+/// Where the names of merged-away leads among `names` lead now.
+async fn redirect_targets(
+    tx: &mut WriteTx<'_>,
+    names: &[String],
+) -> Result<HashMap<String, String>, ApiError> {
+    let mut targets = HashMap::new();
+    if names.is_empty() {
+        return Ok(targets);
+    }
+    let mut sql = kizuna_store::Sql::new("SELECT name, target FROM lead_redirects WHERE name IN (");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(name.as_str());
+    }
+    sql.push(")");
+    for row in sql.query().fetch_all(tx.conn()).await.map_err(db_error)? {
+        let name: String = row.try_get(0).map_err(db_error)?;
+        let target: String = row.try_get(1).map_err(db_error)?;
+        targets.insert(name, target);
+    }
+    Ok(targets)
 }

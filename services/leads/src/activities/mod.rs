@@ -74,7 +74,7 @@ pub async fn track(
     match record(store, parent, activity, "", request_id).await? {
         (activity, Some(lead)) => Ok((activity, lead)),
         (activity, None) => {
-            let lead = store.get::<Leads>(parent).await?;
+            let lead = crate::capture::get(store, parent).await?;
             Ok((activity, lead))
         }
     }
@@ -104,12 +104,20 @@ async fn record(
     }
     // The parent must exist (a typo in a lead name must not create orphan activities), and
     // reading it for change locks it until commit.
-    let lead = tx.get::<Leads>(parent).await?;
+    // A lead merged away leads to the lead it was merged into.
+    let lead = match tx.get::<Leads>(parent).await {
+        Err(ApiError::NotFound { kind, name }) => {
+            match crate::capture::redirects::resolve(tx.conn(), parent).await? {
+                Some(target) => tx.get::<Leads>(&target).await?,
+                None => return Err(ApiError::NotFound { kind, name }.into()),
+            }
+        }
+        other => other?,
+    };
     let created = tx
-        .insert::<Activities>(parent, activity_id, activity)
+        .insert::<Activities>(&lead.name, activity_id, activity)
         .await?;
     let outcome = stages::score_after_activity(&mut tx, lead, &created).await?;
-    tx.emit::<Activities>("created", &created).await?;
     stages::emit(&mut tx, &outcome).await?;
     let answered = tx
         .commit_created::<Activities>(METHOD, request_id, created.clone())

@@ -3,11 +3,13 @@
 //! models themselves; [`engine`] applies a model to a lead.
 
 pub mod engine;
+pub mod jobs;
 pub mod state;
 
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{ActivityKind, ScoringModel, scoring_model};
 use kizuna_store::{Store, apply_mask};
+
 use prost_types::FieldMask;
 
 use crate::error::Result;
@@ -106,43 +108,71 @@ pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
     v.finish()
 }
 
-/// Creates a model; a new model starts as a draft at revision 1 unless the caller publishes it.
+/// Creates a model; a new model starts as a draft at revision 1 unless the caller publishes it,
+/// in which case a rescoring job starts in the same transaction ([`jobs::start`]).
 pub async fn create(
     store: &Store,
     mut model: ScoringModel,
     id: &str,
     request_id: &str,
-) -> Result<ScoringModel> {
+) -> Result<(ScoringModel, bool)> {
     validate(&model)?;
     if model.state == scoring_model::State::Unspecified as i32 {
         model.state = scoring_model::State::Draft as i32;
     }
     model.revision = 1;
-    Ok(store
-        .create::<ScoringModels>("", id, model, request_id)
-        .await?)
+    model.rescoring_job.clear();
+    const METHOD: &str = "CreateScoringModel";
+    let mut tx = store.begin().await?;
+    if let Some(previous) = tx.recall::<ScoringModels>(METHOD, request_id).await? {
+        return Ok((previous, false));
+    }
+    let id = if id.is_empty() {
+        uuid::Uuid::now_v7().to_string()
+    } else {
+        id.to_owned()
+    };
+    let started = jobs::needs_rescoring(None, &model);
+    if started {
+        model.name = kizuna_store::format_name::<ScoringModels>("", &id);
+        let job = jobs::start(&mut tx, &model).await?;
+        model.rescoring_job = job.name;
+    }
+    let created = tx.insert::<ScoringModels>("", &id, model).await?;
+    tx.emit::<ScoringModels>("created", &created).await?;
+    let answered = tx
+        .commit_created::<ScoringModels>(METHOD, request_id, created.clone())
+        .await?;
+    Ok((answered.clone(), started && answered == created))
 }
 
-/// Updates a model; every accepted change is a new revision.
+/// Updates a model; every accepted change is a new revision. Publishing it, or changing how a
+/// published model scores, starts a rescoring job in the same transaction. Whether one started.
 pub async fn update(
     store: &Store,
     patch: ScoringModel,
     mask: Option<&FieldMask>,
-) -> Result<ScoringModel> {
+) -> Result<(ScoringModel, bool)> {
     kizuna_store::require_name::<ScoringModels>(&patch.name, "scoring_model.name")?;
-    let etag = patch.etag.clone();
-    let name = patch.name.clone();
-    Ok(store
-        .update::<ScoringModels, _>(&name, &etag, |model| {
-            apply_mask!(model, patch, mask, [
-                "display_name" => display_name, "description" => description,
-                "engagement_rules" => engagement_rules, "fit_rules" => fit_rules,
-                "half_life_days" => half_life_days, "mql_score_threshold" => mql_score_threshold,
-                "mql_min_grade" => mql_min_grade, "state" => state,
-            ])?;
-            validate(model)?;
-            model.revision += 1;
-            Ok(())
-        })
-        .await?)
+    let mut tx = store.begin().await?;
+    let before = tx.get::<ScoringModels>(&patch.name).await?;
+    kizuna_store::check_etag::<ScoringModels>(&before, &patch.etag)?;
+    let mut model = before.clone();
+    apply_mask!(model, patch, mask, [
+        "display_name" => display_name, "description" => description,
+        "engagement_rules" => engagement_rules, "fit_rules" => fit_rules,
+        "half_life_days" => half_life_days, "mql_score_threshold" => mql_score_threshold,
+        "mql_min_grade" => mql_min_grade, "state" => state,
+    ])?;
+    validate(&model)?;
+    model.revision += 1;
+    let started = jobs::needs_rescoring(Some(&before), &model);
+    if started {
+        let job = jobs::start(&mut tx, &model).await?;
+        model.rescoring_job = job.name;
+    }
+    let updated = tx.replace::<ScoringModels>(model).await?;
+    tx.emit::<ScoringModels>("updated", &updated).await?;
+    tx.commit().await?;
+    Ok((updated, started))
 }

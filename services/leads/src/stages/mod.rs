@@ -12,11 +12,14 @@
 //! scoring model (by update time) with [`engine::evaluate`]. A `RecycleLead` with `reset_score`
 //! records a floor: activities that occurred at or before it no longer count.
 
+use std::collections::HashMap;
+
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{
     Activity, Lead, LeadScore, ListStageChangesResponse, ScoringModel, StageChange, lead_score,
 };
 use kizuna_proto::types::LifecycleStage;
+use kizuna_store::outbox::NewEvent;
 use kizuna_store::page::{decode_token, encode_token, page_size, query_hash};
 use kizuna_store::{Column, ListQuery, MAX_REQUEST_ID_CHARS, Store, Value, WriteTx, db_error};
 use prost::Message;
@@ -27,8 +30,12 @@ use crate::error::Result;
 use crate::scoring::engine::{self, RuleKind};
 use crate::tables::{Leads, stage_name};
 
-/// A score change smaller than this is not worth a `lead.score_changed` event.
-pub const SCORE_EPSILON: f64 = 0.001;
+pub mod apply;
+pub mod scores;
+
+pub use scores::SCORE_EPSILON;
+
+use apply::activity_time;
 /// Longest accepted recycle or disqualification reason.
 pub const MAX_REASON_CHARS: usize = 500;
 /// FAILED_PRECONDITION reason: the lead's stage does not allow the change.
@@ -176,110 +183,93 @@ async fn scored_activities(
         .collect()
 }
 
-/// The moment an activity happened: its occurrence time, else its creation time.
-fn activity_time(activity: &Activity) -> Option<i64> {
-    activity
-        .occur_time
-        .as_ref()
-        .or(activity.create_time.as_ref())
-        .map(kizuna_store::time::from_timestamp)
-}
-
 /// What recording an activity did to its lead: the stored lead and the `lead.*` event verbs
 /// to emit, in order.
 #[derive(Debug)]
 pub struct Outcome {
     /// The lead as stored.
     pub lead: Lead,
-    /// Verbs of the `lead.*` events to emit (`engaged`, `score_changed`, `qualified`).
+    /// Verbs of the `lead.*` events to emit (`engaged`, `qualified`); score changes are
+    /// announced in batches by [`scores::flush`].
     pub events: Vec<&'static str>,
 }
 
 /// Inside the activity's write transaction, after the activity is inserted and with `lead`
-/// read (and locked) by [`WriteTx::get`]: moves a LEAD to ENGAGED, then [`rescore`]s it. Stores
-/// the lead and the history rows; the caller emits [`Outcome::events`] with [`emit`] as the last
-/// writes.
+/// read (and locked) by [`WriteTx::get`]: moves a LEAD to ENGAGED, rescores it (incrementally
+/// when it can) and moves it to MQL when it passes the thresholds ([`apply::apply`]). The
+/// caller emits [`Outcome::events`] with [`emit`] as the last writes.
 pub async fn score_after_activity(
     tx: &mut WriteTx<'_>,
     lead: Lead,
     activity: &Activity,
 ) -> Result<Outcome, ApiError> {
-    rescore_with(tx, lead, ACTIVITY_CAUSE, &activity.name, true).await
+    let model = published_model(tx.conn()).await?;
+    let new = HashMap::from([(lead.name.clone(), vec![activity.clone()])]);
+    let cause = apply::Cause {
+        cause: ACTIVITY_CAUSE,
+        engage: true,
+    };
+    let mut outcomes = apply::apply(
+        tx,
+        vec![lead],
+        &new,
+        model.as_ref(),
+        apply::Rescore::Incremental,
+        cause,
+    )
+    .await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no outcome for the lead".into()))
 }
 
 /// Inside a write transaction, with `lead` read (and locked) by [`WriteTx::get`]: rescores it
-/// from its activities under the newest published model as of now and moves a lead in ENGAGED
-/// or RECYCLED whose score and grade pass the thresholds to MQL, recording `cause` (e.g.
-/// `lead.merged`). Stores the lead and the history rows; the caller emits
-/// [`Outcome::events`] with [`emit`] as the last writes.
+/// from all its counted activities under the newest published model and moves a lead in
+/// ENGAGED or RECYCLED whose score and grade pass the thresholds to MQL, recording `cause`
+/// (e.g. `lead.merged`). The caller emits [`Outcome::events`] with [`emit`] as the last writes.
 pub async fn rescore(tx: &mut WriteTx<'_>, lead: Lead, cause: &str) -> Result<Outcome, ApiError> {
-    let reason = lead.name.clone();
-    rescore_with(tx, lead, cause, &reason, false).await
-}
-
-async fn rescore_with(
-    tx: &mut WriteTx<'_>,
-    mut lead: Lead,
-    cause: &str,
-    reason: &str,
-    engage: bool,
-) -> Result<Outcome, ApiError> {
-    let now = kizuna_db::now_micros();
-    let before = lead.clone();
-    let mut transitions = Vec::new();
-    let mut events = Vec::new();
-    if engage && stage_of(&lead) == LifecycleStage::Lead {
-        transitions.push(Transition {
-            from: LifecycleStage::Lead,
-            to: LifecycleStage::Engaged,
-            cause: cause.into(),
-            reason: reason.into(),
-            score_reset: false,
-        });
-        lead.stage = LifecycleStage::Engaged as i32;
-        events.push("engaged");
-    }
-    if let Some(model) = published_model(tx.conn()).await? {
-        let activities = scored_activities(tx.conn(), &lead.name, now).await?;
-        let score = engine::evaluate(&model, &lead, &activities, now);
-        if (score.score - lead.score).abs() >= SCORE_EPSILON {
-            events.push("score_changed");
-        }
-        lead.score = score.score;
-        lead.grade = score.grade.clone();
-        let from = stage_of(&lead);
-        if score.qualifies && matches!(from, LifecycleStage::Engaged | LifecycleStage::Recycled) {
-            transitions.push(Transition {
-                from,
-                to: LifecycleStage::Mql,
-                cause: cause.into(),
-                reason: format!(
-                    "{reason} (score {:.3}, grade {:?} under {} revision {})",
-                    score.score, score.grade, model.name, model.revision
-                ),
-                score_reset: false,
-            });
-            lead.stage = LifecycleStage::Mql as i32;
-            events.push("qualified");
-        }
-    }
-    let lead = if lead == before {
-        lead
-    } else {
-        tx.replace::<Leads>(lead).await?
+    let model = published_model(tx.conn()).await?;
+    let cause = apply::Cause {
+        cause,
+        engage: false,
     };
-    for change in &transitions {
-        record(tx, &lead.name, change, now).await?;
-    }
-    Ok(Outcome { lead, events })
+    let mut outcomes = apply::apply(
+        tx,
+        vec![lead],
+        &HashMap::new(),
+        model.as_ref(),
+        apply::Rescore::Rebuild,
+        cause,
+    )
+    .await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no outcome for the lead".into()))
 }
 
 /// Emits the `lead.*` events of `outcome`; call as the transaction's last writes.
 pub async fn emit(tx: &mut WriteTx<'_>, outcome: &Outcome) -> Result<(), ApiError> {
-    for verb in &outcome.events {
-        tx.emit::<Leads>(verb, &outcome.lead).await?;
-    }
-    Ok(())
+    emit_all(tx, std::slice::from_ref(outcome)).await
+}
+
+/// Emits the `lead.*` events of every outcome, in order, with multi-row inserts; call as the
+/// transaction's last writes.
+pub async fn emit_all(tx: &mut WriteTx<'_>, outcomes: &[Outcome]) -> Result<(), ApiError> {
+    let events = outcomes
+        .iter()
+        .flat_map(|outcome| {
+            outcome.events.iter().map(|verb| NewEvent {
+                event_type: format!("lead.{verb}"),
+                subject: outcome.lead.name.clone(),
+                type_url: format!(
+                    "type.googleapis.com/{}",
+                    <Leads as kizuna_store::Table>::PROTO_NAME
+                ),
+                data: outcome.lead.encode_to_vec(),
+            })
+        })
+        .collect();
+    tx.emit_many(events).await
 }
 
 fn validate_name(v: &mut Validator, field: &str, name: &str) {
@@ -380,16 +370,30 @@ async fn apply(
 ) -> Result<Lead> {
     let now = kizuna_db::now_micros();
     lead.stage = change.to as i32;
-    let score_changed = change.score_reset && lead.score.abs() >= SCORE_EPSILON;
     if change.score_reset {
+        // The activities so far stop counting: drop the incremental state (the next activity
+        // rebuilds it from the activities after this change) and store 0.
         lead.score = 0.0;
+        let previous = scores::load(&mut tx, std::slice::from_ref(&lead.name))
+            .await?
+            .remove(&lead.name)
+            .unwrap_or_default();
+        scores::store(
+            &mut tx,
+            &[scores::Write {
+                lead: &lead.name,
+                state: None,
+                score: 0.0,
+                grade: &lead.grade,
+                notified_score: previous.notified_score,
+                notified_grade: &previous.notified_grade,
+            }],
+        )
+        .await?;
     }
     let lead = tx.replace::<Leads>(lead).await?;
     record(&mut tx, &lead.name, &change, now).await?;
     tx.emit::<Leads>(verb, &lead).await?;
-    if score_changed {
-        tx.emit::<Leads>("score_changed", &lead).await?;
-    }
     if let Some((method, request_id)) = idempotency {
         return Ok(tx.commit_created::<Leads>(method, request_id, lead).await?);
     }
@@ -561,6 +565,7 @@ pub async fn delete_lead(store: &Store, name: &str, etag: &str) -> Result<Lead> 
     let current = tx.get::<Leads>(name).await?;
     kizuna_store::check_etag::<Leads>(&current, etag)?;
     tx.remove::<Leads>(name).await?;
+    scores::forget(&mut tx, name).await?;
     sqlx::query("DELETE FROM lead_stage_changes WHERE lead_name = $1")
         .bind(name)
         .execute(tx.conn())

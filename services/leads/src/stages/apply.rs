@@ -1,0 +1,322 @@
+//! Applying recorded activities (or a new model) to locked leads, many at a time: the one path
+//! behind `CreateActivity`, `TrackActivity`, `TrackActivities`, merges and the rescoring job.
+//!
+//! For each lead: LEAD → ENGAGED on its first activity; then, under the newest published model,
+//! its score is brought up to date. When the lead's stored [`ScoreState`] belongs to the model
+//! and every new activity is at or after the state's anchor (the usual case: activities arrive
+//! in time order), the new activities are applied incrementally, without reading the lead's
+//! older activities. Otherwise (no state, another model revision, an activity older than the
+//! anchor, a forced rescore) the state is rebuilt from the lead's counted activities (those
+//! after its latest score reset), read for all such leads in two statements. A lead in ENGAGED
+//! or RECYCLED whose score and grade pass the thresholds moves to MQL. Leads, history rows and
+//! score states are written with multi-row statements; the caller emits [`Outcome::events`]
+//! as the transaction's last writes.
+
+use std::collections::HashMap;
+
+use kizuna_errors::ApiError;
+use kizuna_proto::leads::{Activity, Lead, ScoringModel};
+use kizuna_proto::types::LifecycleStage;
+use kizuna_store::{Sql, WriteTx, db_error, db_span};
+use prost::Message;
+use sqlx::Row;
+use tracing::Instrument;
+
+use super::{Outcome, Transition, scores, stage_name, stage_of};
+use crate::scoring::engine;
+use crate::scoring::state::{ScoreState, score_from_state};
+use crate::tables::Leads;
+
+/// What to do about the score state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rescore {
+    /// Apply new activities incrementally where the state allows it.
+    Incremental,
+    /// Rebuild every lead's state from its counted activities.
+    Rebuild,
+}
+
+/// Why the changes happen, recorded in the stage history.
+#[derive(Clone, Copy, Debug)]
+pub struct Cause<'a> {
+    /// e.g. `activity.created`, `lead.merged`, `rescoring`.
+    pub cause: &'a str,
+    /// Whether new activities move LEAD to ENGAGED.
+    pub engage: bool,
+}
+
+/// The moment an activity happened: its occurrence time, else its creation time.
+pub fn activity_time(activity: &Activity) -> Option<i64> {
+    activity
+        .occur_time
+        .as_ref()
+        .or(activity.create_time.as_ref())
+        .map(kizuna_store::time::from_timestamp)
+}
+
+/// Applies `new` activities (by lead name; already inserted in `tx`) to `leads` (read for
+/// change in `tx`), rescoring under `model`. Outcomes in the order of `leads`.
+pub async fn apply(
+    tx: &mut WriteTx<'_>,
+    leads: Vec<Lead>,
+    new: &HashMap<String, Vec<Activity>>,
+    model: Option<&ScoringModel>,
+    rescore: Rescore,
+    cause: Cause<'_>,
+) -> Result<Vec<Outcome>, ApiError> {
+    let now = kizuna_db::now_micros();
+    let names: Vec<String> = leads.iter().map(|l| l.name.clone()).collect();
+    let empty = Vec::new();
+    let mut stored = match model {
+        Some(_) => scores::load(tx, &names).await?,
+        None => HashMap::new(),
+    };
+    // Which leads need their state rebuilt from their activities.
+    let rebuild: Vec<String> = match model {
+        None => Vec::new(),
+        Some(model) => names
+            .iter()
+            .filter(|name| {
+                rescore == Rescore::Rebuild
+                    || match stored.get(*name).and_then(|s| s.state.as_ref()) {
+                        Some(state) if state.is_for(model) => new
+                            .get(*name)
+                            .unwrap_or(&empty)
+                            .iter()
+                            .filter_map(activity_time)
+                            .any(|t| !state.accepts(t)),
+                        _ => true,
+                    }
+            })
+            .cloned()
+            .collect(),
+    };
+    let mut counted = counted_activities(tx, &rebuild).await?;
+
+    // Rule conditions folded once per call, not once per activity.
+    let mut prepared: Option<engine::Engine<'_>> = None;
+    let mut outcomes = Vec::with_capacity(leads.len());
+    let mut changed = Vec::new();
+    let mut transitions: Vec<(String, Transition)> = Vec::new();
+    let mut states: Vec<(String, ScoreState, f64, String, scores::Stored)> = Vec::new();
+    for (index, mut lead) in leads.into_iter().enumerate() {
+        let before = lead.clone();
+        let mut events = Vec::new();
+        let fresh = new.get(&lead.name).unwrap_or(&empty);
+        let first_new = fresh.iter().map(|a| a.name.as_str()).min().unwrap_or("");
+        if cause.engage && !fresh.is_empty() && stage_of(&lead) == LifecycleStage::Lead {
+            transitions.push((
+                lead.name.clone(),
+                Transition {
+                    from: LifecycleStage::Lead,
+                    to: LifecycleStage::Engaged,
+                    cause: cause.cause.into(),
+                    reason: first_new.into(),
+                    score_reset: false,
+                },
+            ));
+            lead.stage = LifecycleStage::Engaged as i32;
+            events.push("engaged");
+        }
+        if let Some(model) = model {
+            let previous = stored.remove(&lead.name).unwrap_or_default();
+            let state = match counted.remove(&lead.name) {
+                Some((floor, activities)) => {
+                    let mut state = ScoreState::from_activities(model, &activities);
+                    // Nothing at or before the floor may be applied incrementally later.
+                    if let Some(floor) = floor {
+                        state.anchor = state.anchor.max(floor.saturating_add(1));
+                    }
+                    state
+                }
+                None => {
+                    let mut state = previous
+                        .state
+                        .clone()
+                        .unwrap_or_else(|| ScoreState::new(model));
+                    let mut ordered: Vec<&Activity> = fresh.iter().collect();
+                    ordered.sort_by(|a, b| {
+                        activity_time(a)
+                            .cmp(&activity_time(b))
+                            .then_with(|| a.name.cmp(&b.name))
+                    });
+                    let engine = prepared.get_or_insert_with(|| engine::Engine::new(model));
+                    for activity in ordered {
+                        state.apply_prepared(engine, activity);
+                    }
+                    state
+                }
+            };
+            // An activity stamped in the future (writer clock skew) counts at age 0.
+            let as_of = now.max(state.anchor);
+            let (score, grade, qualifies) = score_from_state(model, &lead, &state, as_of)
+                .ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "score state of {} is not usable under {} revision {}",
+                        lead.name, model.name, model.revision
+                    ))
+                })?;
+            lead.score = score;
+            lead.grade = grade.clone();
+            let from = stage_of(&lead);
+            if qualifies && matches!(from, LifecycleStage::Engaged | LifecycleStage::Recycled) {
+                transitions.push((
+                    lead.name.clone(),
+                    Transition {
+                        from,
+                        to: LifecycleStage::Mql,
+                        cause: cause.cause.into(),
+                        reason: format!(
+                            "{} (score {score:.3}, grade {grade:?} under {} revision {})",
+                            if first_new.is_empty() {
+                                lead.name.as_str()
+                            } else {
+                                first_new
+                            },
+                            model.name,
+                            model.revision
+                        ),
+                        score_reset: false,
+                    },
+                ));
+                lead.stage = LifecycleStage::Mql as i32;
+                events.push("qualified");
+            }
+            states.push((lead.name.clone(), state, score, grade, previous));
+        }
+        if lead != before {
+            changed.push(index);
+        }
+        outcomes.push(Outcome { lead, events });
+    }
+
+    // Write: leads that changed, history rows, score states.
+    if !changed.is_empty() {
+        let replaced = tx
+            .replace_many::<Leads>(changed.iter().map(|&i| outcomes[i].lead.clone()).collect())
+            .await?;
+        for (&i, lead) in changed.iter().zip(replaced) {
+            outcomes[i].lead = lead;
+        }
+    }
+    record_many(tx, &transitions, now).await?;
+    let writes: Vec<scores::Write<'_>> = states
+        .iter()
+        .map(|(name, state, score, grade, previous)| scores::Write {
+            lead: name,
+            state: Some(state),
+            score: *score,
+            grade,
+            notified_score: previous.notified_score,
+            notified_grade: &previous.notified_grade,
+        })
+        .collect();
+    scores::store(tx, &writes).await?;
+    Ok(outcomes)
+}
+
+/// Inserts the history rows of `changes` (lead name, change), in order.
+async fn record_many(
+    tx: &mut WriteTx<'_>,
+    changes: &[(String, Transition)],
+    now: i64,
+) -> Result<(), ApiError> {
+    for chunk in changes.chunks(kizuna_store::bulk::MAX_BINDS / 7) {
+        let mut sql = Sql::new(
+            "INSERT INTO lead_stage_changes \
+             (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) VALUES ",
+        );
+        for (i, (lead, change)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(lead.as_str())
+                .push(", ")
+                .bind(stage_name(change.from as i32))
+                .push(", ")
+                .bind(stage_name(change.to as i32))
+                .push(", ")
+                .bind(change.cause.as_str())
+                .push(", ")
+                .bind(change.reason.as_str())
+                .push(", ")
+                .bind(i64::from(change.score_reset))
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+        let db = tx.db().clone();
+        sql.query()
+            .execute(tx.conn())
+            .instrument(db_span(&db, "INSERT", "lead_stage_changes"))
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// For each of `leads`: its latest score reset (if any) and the activities that count for its
+/// score (those that occurred after it), oldest first. Two statements per chunk of leads.
+pub async fn counted_activities(
+    tx: &mut WriteTx<'_>,
+    leads: &[String],
+) -> Result<HashMap<String, (Option<i64>, Vec<Activity>)>, ApiError> {
+    let mut result: HashMap<String, (Option<i64>, Vec<Activity>)> = leads
+        .iter()
+        .map(|name| (name.clone(), (None, Vec::new())))
+        .collect();
+    let db = tx.db().clone();
+    for chunk in leads.chunks(5_000) {
+        let mut floors = Sql::new(
+            "SELECT lead_name, MAX(change_time) FROM lead_stage_changes \
+             WHERE score_reset = 1 AND lead_name IN (",
+        );
+        let mut activities = Sql::new("SELECT parent, data FROM activities WHERE parent IN (");
+        for (i, name) in chunk.iter().enumerate() {
+            if i > 0 {
+                floors.push(", ");
+                activities.push(", ");
+            }
+            floors.bind(name.as_str());
+            activities.bind(name.as_str());
+        }
+        floors.push(") GROUP BY lead_name");
+        activities.push(") ORDER BY parent, occur_time, id");
+        for row in floors
+            .query()
+            .fetch_all(tx.conn())
+            .instrument(db_span(&db, "SELECT", "lead_stage_changes"))
+            .await
+            .map_err(db_error)?
+        {
+            let name: String = row.try_get(0).map_err(db_error)?;
+            let floor: i64 = row.try_get(1).map_err(db_error)?;
+            if let Some(entry) = result.get_mut(&name) {
+                entry.0 = Some(floor);
+            }
+        }
+        for row in activities
+            .query()
+            .fetch_all(tx.conn())
+            .instrument(db_span(&db, "SELECT", "activities"))
+            .await
+            .map_err(db_error)?
+        {
+            let parent: String = row.try_get(0).map_err(db_error)?;
+            let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
+            let activity = Activity::decode(data.as_slice())
+                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
+            if let Some((floor, list)) = result.get_mut(&parent) {
+                let counts = match (floor, activity_time(&activity)) {
+                    (Some(floor), Some(t)) => t > *floor,
+                    _ => true,
+                };
+                if counts {
+                    list.push(activity);
+                }
+            }
+        }
+    }
+    Ok(result)
+}
