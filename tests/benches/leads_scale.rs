@@ -188,8 +188,9 @@ async fn seed_activities(store: &Store, leads: usize, prefix: &str, per_lead: us
     }
 }
 
-/// The bare baseline: the same activity rows inserted with multi-row INSERTs of
-/// `BASELINE_BATCH` rows into a table of the same shape, no scoring, no idempotency.
+/// The bare baseline: the same activity rows, encoded the same way, inserted with multi-row
+/// INSERTs cut exactly as the service cuts them (`kizuna_store::bulk::statements`) into a table
+/// of the same shape — no transaction around them, no scoring, no idempotency, no gRPC.
 async fn bare_insert(db: &Database, leads: &[String], rows: usize, base: i64) -> Duration {
     sqlx::query("CREATE TABLE activities_baseline (LIKE activities INCLUDING ALL)")
         .execute(db.pool())
@@ -199,34 +200,52 @@ async fn bare_insert(db: &Database, leads: &[String], rows: usize, base: i64) ->
     let mut i = 0;
     while i < rows {
         let end = (i + BASELINE_BATCH).min(rows);
-        let mut sql = Sql::new(
-            "INSERT INTO activities_baseline (id, parent, data, version, create_time, \
-             update_time, kind, url, occur_time) VALUES ",
-        );
         let now = kizuna_db::now_micros();
-        for j in i..end {
-            let (lead, mut activity) = activity(j, leads.len(), base);
-            let id = uuid::Uuid::now_v7().to_string();
-            activity.name = format!("{}/activities/{id}", leads[lead]);
-            if j > i {
-                sql.push(", ");
+        let batch: Vec<(String, String, Vec<u8>, Vec<Value>)> = (i..end)
+            .map(|j| {
+                let (lead, mut activity) = activity(j, leads.len(), base);
+                let id = uuid::Uuid::now_v7().to_string();
+                activity.name = format!("{}/activities/{id}", leads[lead]);
+                let values = Activities::values(&activity);
+                (id, leads[lead].clone(), activity.encode_to_vec(), values)
+            })
+            .collect();
+        let size = |(id, parent, data, values): &(String, String, Vec<u8>, Vec<Value>)| {
+            id.len()
+                + parent.len()
+                + data.len()
+                + values
+                    .iter()
+                    .map(kizuna_store::bulk::value_bytes)
+                    .sum::<usize>()
+                + 64
+        };
+        for range in kizuna_store::bulk::statements(&batch, 9, size) {
+            let mut sql = Sql::new(
+                "INSERT INTO activities_baseline (id, parent, data, version, create_time, \
+                 update_time, kind, url, occur_time) VALUES ",
+            );
+            for (k, (id, parent, data, values)) in batch[range].iter().enumerate() {
+                if k > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind(id.as_str())
+                    .push(", ")
+                    .bind(parent.as_str())
+                    .push(", ")
+                    .bind(Value::Bytes(data.clone()))
+                    .push(", 1, ")
+                    .bind(now)
+                    .push(", ")
+                    .bind(now);
+                for value in values {
+                    sql.push(", ").bind(value.clone());
+                }
+                sql.push(")");
             }
-            sql.push("(")
-                .bind(id.as_str())
-                .push(", ")
-                .bind(leads[lead].as_str())
-                .push(", ")
-                .bind(Value::Bytes(activity.encode_to_vec()))
-                .push(", 1, ")
-                .bind(now)
-                .push(", ")
-                .bind(now);
-            for value in Activities::values(&activity) {
-                sql.push(", ").bind(value);
-            }
-            sql.push(")");
+            sql.query().execute(db.pool()).await.expect("bare insert");
         }
-        sql.query().execute(db.pool()).await.expect("bare insert");
         i = end;
     }
     started.elapsed()
@@ -337,11 +356,21 @@ async fn main() {
         eprintln!("PostgreSQL is not reachable; this benchmark needs it");
         return;
     };
+    // `KIZUNA_BENCH_PG_SOCKET=/var/run/postgresql` connects both the service and the baseline
+    // over the Unix socket (no TCP, so none of sqlx 0.9.0's Nagle waits).
+    let url = match std::env::var("KIZUNA_BENCH_PG_SOCKET") {
+        Ok(dir) if !dir.is_empty() => {
+            let name = db.url.rsplit('/').next().unwrap_or_default();
+            format!("postgres://postgres@localhost/{name}?host={dir}")
+        }
+        _ => db.url.clone(),
+    };
+    let transport = if url == db.url { "TCP" } else { "Unix socket" };
     let port = free_port();
     let exe = std::env::current_exe().expect("own path");
     let mut child = tokio::process::Command::new(exe)
         .arg("--serve-leads")
-        .env("KIZUNA__DATABASE__URL", &db.url)
+        .env("KIZUNA__DATABASE__URL", &url)
         .env("KIZUNA__DATABASE__MAX_CONNECTIONS", "8")
         .env("KIZUNA__SERVER__HOST", "127.0.0.1")
         .env("KIZUNA__SERVER__PORT", port.to_string())
@@ -371,7 +400,7 @@ async fn main() {
     let mut client =
         LeadsServiceClient::with_interceptor(channel(port).await, Bearer(Some(token(&["admin"]))))
             .max_decoding_message_size(64 * 1024 * 1024);
-    let mut db_settings = kizuna_tests::settings_for(&db.url).database;
+    let mut db_settings = kizuna_tests::settings_for(&url).database;
     db_settings.max_connections = 4;
     db_settings.acquire_timeout_secs = 60;
     let database = Database::connect(&db_settings)
@@ -383,7 +412,7 @@ async fn main() {
         tokio::sync::watch::channel(false).1,
     );
 
-    println!("# leads at scale (PostgreSQL, service pid {pid})");
+    println!("# leads at scale (PostgreSQL over {transport}, service pid {pid})");
     let published = client
         .create_scoring_model(CreateScoringModelRequest {
             scoring_model: Some(model()),
@@ -412,7 +441,7 @@ async fn main() {
     let bare_rate = rows as f64 / bare.as_secs_f64();
     let ingest_rate = rows as f64 / ingest.as_secs_f64();
     println!(
-        "bare batched INSERT ({BASELINE_BATCH}/statement): {rows} rows in {:.2}s = {bare_rate:.0} rows/s",
+        "bare batched INSERT (batches of {BASELINE_BATCH}, cut like the service): {rows} rows in {:.2}s = {bare_rate:.0} rows/s",
         bare.as_secs_f64()
     );
     println!(

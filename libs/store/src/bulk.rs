@@ -2,8 +2,16 @@
 //! insert many, replace many, and the idempotency ledger for many request ids, each as a few
 //! multi-row statements instead of one round trip per row.
 //!
-//! Statements are cut into chunks so no statement binds more than [`MAX_BINDS`] values (SQLite's
-//! default limit is 32 766, PostgreSQL's 65 535).
+//! Statements are cut by [`statements`]: no statement binds more than [`MAX_BINDS`] values
+//! (SQLite's default limit is 32 766, PostgreSQL's 65 535) or carries much more than
+//! [`MAX_STATEMENT_BYTES`] of values, and row counts are powers of two, so each table needs a
+//! handful of statement shapes that stay prepared (parsing and planning a large VALUES list
+//! anew costs more than the extra round trips). Measured in `docs/BENCHMARKS.md`.
+//!
+//! Over TCP, sqlx 0.9.0 leaves Nagle's algorithm on (upstream issue launchbadge/sqlx#4335,
+//! fixed after that release), and a multi-kilobyte statement then often waits ~40 ms for the
+//! server's delayed ACK; over a Unix socket there is no such wait. Upgrade sqlx when the fix
+//! is released.
 
 use std::collections::HashMap;
 
@@ -19,9 +27,54 @@ use crate::{Sql, WriteTx, bad_name, db_error, db_span, time};
 /// Most values bound in one statement.
 pub const MAX_BINDS: usize = 30_000;
 
+/// Bytes of bound values one statement should carry at most (one row may exceed it alone).
+pub const MAX_STATEMENT_BYTES: usize = 48 * 1024;
+
 /// How many rows of `binds_per_row` values fit one statement.
 fn rows_per_statement(binds_per_row: usize) -> usize {
     (MAX_BINDS / binds_per_row.max(1)).max(1)
+}
+
+/// Cuts `rows` into consecutive statements (ranges of row indexes) of a power-of-two number of
+/// rows each, within [`MAX_BINDS`] values and, unless one row alone is larger,
+/// [`MAX_STATEMENT_BYTES`]; `bytes` estimates a row's bound bytes.
+pub fn statements<R>(
+    rows: &[R],
+    binds_per_row: usize,
+    bytes: impl Fn(&R) -> usize,
+) -> Vec<std::ops::Range<usize>> {
+    let max_rows = rows_per_statement(binds_per_row);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let mut n = 1;
+        let mut size = bytes(&rows[start]);
+        // Double while the next power of two still fits.
+        loop {
+            let next = n * 2;
+            if next > max_rows || start + next > rows.len() {
+                break;
+            }
+            let more: usize = rows[start + n..start + next].iter().map(&bytes).sum();
+            if size + more > MAX_STATEMENT_BYTES {
+                break;
+            }
+            size += more;
+            n = next;
+        }
+        ranges.push(start..start + n);
+        start += n;
+    }
+    ranges
+}
+
+/// Approximate bound size of a value.
+pub fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Text(v) => v.len() + 8,
+        Value::Int(_) | Value::Float(_) => 12,
+        Value::Bytes(v) => v.len() + 8,
+    }
 }
 
 impl WriteTx<'_> {
@@ -45,7 +98,8 @@ impl WriteTx<'_> {
             ""
         };
         let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(rows_per_statement(2)) {
+        for range in statements(&keys, 2, |(p, i)| p.len() + i.len() + 16) {
+            let chunk = &keys[range];
             let mut sql = Sql::new(format!(
                 "SELECT data FROM {} WHERE (parent, id) IN (",
                 T::TABLE
@@ -101,8 +155,11 @@ impl WriteTx<'_> {
             T::set_meta(&mut message, "1".into(), now, now);
             prepared.push((parent, id, message));
         }
-        let binds_per_row = 5 + T::COLUMNS.len();
-        for chunk in prepared.chunks(rows_per_statement(binds_per_row)) {
+        let encoded: Vec<Encoded> = prepared
+            .iter()
+            .map(|(parent, id, message)| Encoded::new::<T>(parent, id, message))
+            .collect();
+        for range in statements(&encoded, 5 + T::COLUMNS.len(), Encoded::bytes) {
             let mut sql = Sql::new(format!(
                 "INSERT INTO {} (id, parent, data, version, create_time, update_time",
                 T::TABLE
@@ -111,22 +168,22 @@ impl WriteTx<'_> {
                 sql.push(", ").push(column.sql);
             }
             sql.push(") VALUES ");
-            for (i, (parent, id, message)) in chunk.iter().enumerate() {
+            for (i, row) in encoded[range].iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
                 sql.push("(")
-                    .bind(id.as_str())
+                    .bind(row.id.as_str())
                     .push(", ")
-                    .bind(parent.as_str())
+                    .bind(row.parent.as_str())
                     .push(", ")
-                    .bind(Value::Bytes(message.encode_to_vec()))
+                    .bind(Value::Bytes(row.data.clone()))
                     .push(", 1, ")
                     .bind(now_micros)
                     .push(", ")
                     .bind(now_micros);
-                for value in T::values(message) {
-                    sql.push(", ").bind(value);
+                for value in &row.values {
+                    sql.push(", ").bind(value.clone());
                 }
                 sql.push(")");
             }
@@ -164,8 +221,13 @@ impl WriteTx<'_> {
             );
             prepared.push((parent, id, version + 1, message));
         }
-        let binds_per_row = 6 + T::COLUMNS.len();
-        for chunk in prepared.chunks(rows_per_statement(binds_per_row)) {
+        let encoded: Vec<Encoded> = prepared
+            .iter()
+            .map(|(parent, id, _, message)| Encoded::new::<T>(parent, id, message))
+            .collect();
+        for range in statements(&encoded, 6 + T::COLUMNS.len(), Encoded::bytes) {
+            let chunk = &prepared[range.clone()];
+            let rows = &encoded[range];
             // An upsert used as a multi-row update: every row exists and is locked, and the
             // conflict branch only applies over the version that was read.
             let mut sql = Sql::new(format!(
@@ -176,7 +238,7 @@ impl WriteTx<'_> {
                 sql.push(", ").push(column.sql);
             }
             sql.push(") VALUES ");
-            for (i, (parent, id, version, message)) in chunk.iter().enumerate() {
+            for (i, ((_, _, version, message), row)) in chunk.iter().zip(rows).enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
@@ -184,19 +246,19 @@ impl WriteTx<'_> {
                     .map(|t| time::from_timestamp(&t))
                     .unwrap_or(now);
                 sql.push("(")
-                    .bind(id.as_str())
+                    .bind(row.id.as_str())
                     .push(", ")
-                    .bind(parent.as_str())
+                    .bind(row.parent.as_str())
                     .push(", ")
-                    .bind(Value::Bytes(message.encode_to_vec()))
+                    .bind(Value::Bytes(row.data.clone()))
                     .push(", ")
                     .bind(*version)
                     .push(", ")
                     .bind(created)
                     .push(", ")
                     .bind(now);
-                for value in T::values(message) {
-                    sql.push(", ").bind(value);
+                for value in &row.values {
+                    sql.push(", ").bind(value.clone());
                 }
                 sql.push(")");
             }
@@ -247,7 +309,8 @@ impl WriteTx<'_> {
         ids.sort_unstable();
         ids.dedup();
         let mut found = HashMap::new();
-        for chunk in ids.chunks(rows_per_statement(1) - 1) {
+        for range in statements(&ids, 1, |id| id.len() + 8) {
+            let chunk = &ids[range];
             let mut sql = Sql::new("SELECT request_id, response FROM idempotency WHERE method = ");
             sql.bind(method).push(" AND request_id IN (");
             for (i, id) in chunk.iter().enumerate() {
@@ -283,7 +346,12 @@ impl WriteTx<'_> {
     ) -> Result<usize, ApiError> {
         let now = kizuna_db::now_micros();
         let mut recorded = 0;
-        for chunk in entries.chunks(rows_per_statement(4)) {
+        let sizes: Vec<usize> = entries
+            .iter()
+            .map(|(id, response)| id.len() + method.len() + response.encoded_len() + 40)
+            .collect();
+        for range in statements(&sizes, 4, |size| *size) {
+            let chunk = &entries[range];
             let mut sql = Sql::new(
                 "INSERT INTO idempotency (request_id, method, response, create_time) VALUES ",
             );
@@ -311,5 +379,64 @@ impl WriteTx<'_> {
             recorded += usize::try_from(result.rows_affected()).unwrap_or(usize::MAX);
         }
         Ok(recorded)
+    }
+}
+
+/// One row's stored form, encoded once for both sizing and binding.
+struct Encoded {
+    parent: String,
+    id: String,
+    data: Vec<u8>,
+    values: Vec<Value>,
+}
+
+impl Encoded {
+    fn new<T: Table>(parent: &str, id: &str, message: &T::Message) -> Self {
+        Self {
+            parent: parent.to_owned(),
+            id: id.to_owned(),
+            data: message.encode_to_vec(),
+            values: T::values(message),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.parent.len()
+            + self.id.len()
+            + self.data.len()
+            + self.values.iter().map(value_bytes).sum::<usize>()
+            + 64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_powers_of_two_within_the_bounds() {
+        let rows = vec![100_usize; 3_000];
+        let ranges = statements(&rows, 10, |r| *r);
+        assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 3_000);
+        let mut next = 0;
+        for range in &ranges {
+            assert_eq!(range.start, next, "consecutive");
+            next = range.end;
+            assert!(range.len().is_power_of_two());
+            assert!(range.len() * 100 <= MAX_STATEMENT_BYTES);
+            assert!(range.len() * 10 <= MAX_BINDS);
+        }
+        // Big rows go one per statement; many binds per row bound the count.
+        assert!(
+            statements(&[MAX_STATEMENT_BYTES * 2; 3], 1, |r| *r)
+                .iter()
+                .all(|r| r.len() == 1)
+        );
+        assert!(
+            statements(&[1_usize; 100], MAX_BINDS / 4, |r| *r)
+                .iter()
+                .all(|r| r.len() <= 4)
+        );
+        assert!(statements(&Vec::<usize>::new(), 1, |r| *r).is_empty());
     }
 }

@@ -101,7 +101,11 @@ pub(crate) async fn append_many(
                 .await
                 .map_err(db_error)?;
         }
-        for chunk in events.chunks(crate::bulk::MAX_BINDS / 7) {
+        let size = |e: &NewEvent| {
+            e.event_type.len() + e.subject.len() + e.type_url.len() + e.data.len() + 120
+        };
+        for range in crate::bulk::statements(&events, 7, size) {
+            let chunk = &events[range];
             let mut sql = Sql::new(
                 "INSERT INTO outbox (event_type, subject, type_url, data, traceparent, tracestate, \
                  create_time) VALUES ",

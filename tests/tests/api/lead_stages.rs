@@ -257,6 +257,16 @@ async fn stages_from_capture_to_disqualification(backend: Backend) {
         t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
     };
     assert!(micros(&changes[0]) <= micros(&changes[1]));
+    // Time in each stage: until the next change (across page boundaries), or until now.
+    let spent = |c: &StageChange| {
+        let d = c.time_in_stage.expect("time_in_stage");
+        d.seconds * 1_000_000 + i64::from(d.nanos / 1000)
+    };
+    assert_eq!(
+        spent(&changes[0]),
+        micros(&changes[1]) - micros(&changes[0])
+    );
+    assert!((0..60_000_000).contains(&spent(&changes[1])));
 
     // Hand-off: validated, then SQL once; a repeat with the same deal changes nothing.
     let error = client

@@ -18,6 +18,7 @@ use kizuna_proto::leads::{
 };
 use kizuna_store::{MAX_REQUEST_ID_CHARS, Store, WriteTx, db_error};
 use sqlx::Row;
+use tracing::Instrument;
 
 use crate::error::{Error, Result, row_error};
 use crate::stages::{self, apply};
@@ -252,18 +253,28 @@ async fn redirect_targets(
     if names.is_empty() {
         return Ok(targets);
     }
-    let mut sql = kizuna_store::Sql::new("SELECT name, target FROM lead_redirects WHERE name IN (");
-    for (i, name) in names.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
+    let db = tx.db().clone();
+    for range in kizuna_store::bulk::statements(names, 1, |name| name.len() + 8) {
+        let mut sql =
+            kizuna_store::Sql::new("SELECT name, target FROM lead_redirects WHERE name IN (");
+        for (i, name) in names[range].iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(name.as_str());
         }
-        sql.bind(name.as_str());
-    }
-    sql.push(")");
-    for row in sql.query().fetch_all(tx.conn()).await.map_err(db_error)? {
-        let name: String = row.try_get(0).map_err(db_error)?;
-        let target: String = row.try_get(1).map_err(db_error)?;
-        targets.insert(name, target);
+        sql.push(")");
+        let rows = sql
+            .query()
+            .fetch_all(tx.conn())
+            .instrument(kizuna_store::db_span(&db, "SELECT", "lead_redirects"))
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            let name: String = row.try_get(0).map_err(db_error)?;
+            let target: String = row.try_get(1).map_err(db_error)?;
+            targets.insert(name, target);
+        }
     }
     Ok(targets)
 }

@@ -212,6 +212,7 @@ impl Runner {
         .bind(id)
         .bind(self.owner.as_str())
         .execute(db.pool())
+        .instrument(db_span(db, "UPDATE", "rescoring_jobs"))
         .await
         .map_err(db_error)?;
         Ok(())
@@ -249,6 +250,7 @@ impl Runner {
         .bind("")
         .bind(id)
         .fetch_one(tx.conn())
+        .instrument(db_span(&db, "SELECT", "rescoring_jobs"))
         .await
         .map_err(db_error)?;
         let cursor: String = row.try_get(0).map_err(db_error)?;
@@ -366,10 +368,12 @@ async fn read_model(tx: &mut WriteTx<'_>, name: &str) -> Result<Option<ScoringMo
     let Some(parsed) = kizuna_store::parse_name::<ScoringModels>(name) else {
         return Ok(None);
     };
+    let db = tx.db().clone();
     let row = sqlx::query("SELECT data FROM scoring_models WHERE parent = $1 AND id = $2")
         .bind(parsed.parent)
         .bind(parsed.id)
         .fetch_optional(tx.conn())
+        .instrument(db_span(&db, "SELECT", "scoring_models"))
         .await
         .map_err(db_error)?;
     row.map(|row| {

@@ -221,7 +221,11 @@ async fn record_many(
     changes: &[(String, Transition)],
     now: i64,
 ) -> Result<(), ApiError> {
-    for chunk in changes.chunks(kizuna_store::bulk::MAX_BINDS / 7) {
+    let size = |(lead, change): &(String, Transition)| {
+        lead.len() + change.cause.len() + change.reason.len() + 80
+    };
+    for range in kizuna_store::bulk::statements(changes, 7, size) {
+        let chunk = &changes[range];
         let mut sql = Sql::new(
             "INSERT INTO lead_stage_changes \
              (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) VALUES ",
@@ -267,7 +271,8 @@ pub async fn counted_activities(
         .map(|name| (name.clone(), (None, Vec::new())))
         .collect();
     let db = tx.db().clone();
-    for chunk in leads.chunks(5_000) {
+    for range in kizuna_store::bulk::statements(leads, 2, |name| 2 * name.len() + 16) {
+        let chunk = &leads[range];
         let mut floors = Sql::new(
             "SELECT lead_name, MAX(change_time) FROM lead_stage_changes \
              WHERE score_reset = 1 AND lead_name IN (",

@@ -25,6 +25,7 @@ use kizuna_store::{Column, ListQuery, MAX_REQUEST_ID_CHARS, Store, Value, WriteT
 use prost::Message;
 use prost_types::Timestamp;
 use sqlx::Row;
+use tracing::Instrument;
 
 use crate::error::Result;
 use crate::scoring::engine::{self, RuleKind};
@@ -521,6 +522,7 @@ pub async fn list_changes(
     };
     // The lead must exist: a typo must not read as "no history".
     store.get::<Leads>(parent).await?;
+    let db = store.db();
     let rows = sqlx::query(
         "SELECT id, from_stage, to_stage, cause, reason, change_time FROM lead_stage_changes \
          WHERE lead_name = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -528,9 +530,15 @@ pub async fn list_changes(
     .bind(parent)
     .bind(after)
     .bind(limit + 1)
-    .fetch_all(store.db().pool())
+    .fetch_all(db.pool())
+    .instrument(kizuna_store::db_span(db, "SELECT", "lead_stage_changes"))
     .await
     .map_err(db_error)?;
+    let now = kizuna_db::now_micros();
+    let times = rows
+        .iter()
+        .map(|row| row.try_get::<i64, _>(5).map_err(db_error))
+        .collect::<Result<Vec<i64>, _>>()?;
     let mut stage_changes = Vec::with_capacity(rows.len());
     let mut next_page_token = String::new();
     for (i, row) in rows.iter().enumerate() {
@@ -540,13 +548,21 @@ pub async fn list_changes(
         let id: i64 = row.try_get(0).map_err(db_error)?;
         let from: String = row.try_get(1).map_err(db_error)?;
         let to: String = row.try_get(2).map_err(db_error)?;
-        let change_time: i64 = row.try_get(5).map_err(db_error)?;
+        let change_time = times[i];
+        // Until the next change (the extra row fetched for the page token tells it for the
+        // last entry of a page), or until now for the current stage.
+        let until = times.get(i + 1).copied().unwrap_or(now).max(change_time);
+        let micros = until - change_time;
         stage_changes.push(StageChange {
             from_stage: parse_stage(&from) as i32,
             to_stage: parse_stage(&to) as i32,
             cause: row.try_get(3).map_err(db_error)?,
             reason: row.try_get(4).map_err(db_error)?,
             change_time: Some(kizuna_store::time::to_timestamp(change_time)),
+            time_in_stage: Some(prost_types::Duration {
+                seconds: micros / 1_000_000,
+                nanos: i32::try_from((micros % 1_000_000) * 1_000).unwrap_or_default(),
+            }),
         });
         if rows.len() as i64 > limit && i as i64 == limit - 1 {
             next_page_token = encode_token(&Value::Int(id), "", &hash);

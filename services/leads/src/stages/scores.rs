@@ -48,7 +48,8 @@ pub async fn load(
     leads: &[String],
 ) -> Result<HashMap<String, Stored>, ApiError> {
     let mut found = HashMap::with_capacity(leads.len());
-    for chunk in leads.chunks(10_000) {
+    for range in kizuna_store::bulk::statements(leads, 1, |name| name.len() + 8) {
+        let chunk = &leads[range];
         let mut sql = Sql::new(
             "SELECT lead_name, data, notified_score, notified_grade FROM lead_score_state \
              WHERE lead_name IN (",
@@ -110,7 +111,15 @@ pub struct Write<'a> {
 /// Stores the rows of `writes` (insert or replace), flagging the ones an event should announce.
 pub async fn store(tx: &mut WriteTx<'_>, writes: &[Write<'_>]) -> Result<(), ApiError> {
     const BINDS: usize = 8;
-    for chunk in writes.chunks(kizuna_store::bulk::MAX_BINDS / BINDS) {
+    let size = |w: &Write<'_>| {
+        w.lead.len()
+            + w.state.map_or(0, |s| s.model.len() + s.encoded_len())
+            + w.grade.len()
+            + w.notified_grade.len()
+            + 80
+    };
+    for range in kizuna_store::bulk::statements(writes, BINDS, size) {
+        let chunk = &writes[range];
         let mut sql = Sql::new(
             "INSERT INTO lead_score_state (lead_name, model, revision, data, score, grade, \
              notified_score, notified_grade, pending) VALUES ",
@@ -227,7 +236,8 @@ pub async fn flush(store: &Store) -> Result<usize, ApiError> {
             scoring_model_revision: i32::try_from(revision).unwrap_or_default(),
         });
     }
-    for chunk in changes.chunks(10_000) {
+    for range in kizuna_store::bulk::statements(&changes, 1, |c| c.lead.len() + 8) {
+        let chunk = &changes[range];
         let mut sql = Sql::new(
             "UPDATE lead_score_state SET pending = 0, notified_score = score, \
              notified_grade = grade WHERE lead_name IN (",
