@@ -321,7 +321,7 @@ impl Runner {
             leads,
             &Default::default(),
             Some(&model),
-            apply::Rescore::Rebuild,
+            apply::Rescore::RebuildRange,
             cause,
         )
         .await?;

@@ -34,6 +34,9 @@ pub enum Rescore {
     Incremental,
     /// Rebuild every lead's state from its counted activities.
     Rebuild,
+    /// [`Rescore::Rebuild`] for leads that are every lead from the first name to the last,
+    /// sorted (a rescoring job's chunk): their activities are read by range.
+    RebuildRange,
 }
 
 /// Why the changes happen, recorded in the stage history.
@@ -77,7 +80,7 @@ pub async fn apply(
         Some(model) => names
             .iter()
             .filter(|name| {
-                rescore == Rescore::Rebuild
+                rescore != Rescore::Incremental
                     || match stored.get(*name).and_then(|s| s.state.as_ref()) {
                         Some(state) if state.is_for(model) => new
                             .get(*name)
@@ -91,7 +94,7 @@ pub async fn apply(
             .cloned()
             .collect(),
     };
-    let mut counted = counted_activities(tx, &rebuild).await?;
+    let mut counted = counted_activities(tx, &rebuild, rescore == Rescore::RebuildRange).await?;
 
     // Rule conditions folded once per call, not once per activity.
     let mut prepared: Option<engine::Engine<'_>> = None;
@@ -261,33 +264,58 @@ async fn record_many(
 }
 
 /// For each of `leads`: its latest score reset (if any) and the activities that count for its
-/// score (those that occurred after it), oldest first. Two statements per chunk of leads.
+/// score (those that occurred after it), oldest first. Two statements per chunk of leads; with
+/// `contiguous` (the leads are every lead from the first name to the last, sorted, as a
+/// rescoring job reads them) two range scans instead of name lists.
 pub async fn counted_activities(
     tx: &mut WriteTx<'_>,
     leads: &[String],
+    contiguous: bool,
 ) -> Result<HashMap<String, (Option<i64>, Vec<Activity>)>, ApiError> {
     let mut result: HashMap<String, (Option<i64>, Vec<Activity>)> = leads
         .iter()
         .map(|name| (name.clone(), (None, Vec::new())))
         .collect();
     let db = tx.db().clone();
-    for range in kizuna_store::bulk::statements(leads, 2, |name| 2 * name.len() + 16) {
+    let ranges: Vec<std::ops::Range<usize>> = if contiguous && !leads.is_empty() {
+        std::iter::once(0..leads.len()).collect()
+    } else {
+        kizuna_store::bulk::statements(leads, 2, |name| 2 * name.len() + 16)
+    };
+    for range in ranges {
         let chunk = &leads[range];
         let mut floors = Sql::new(
-            "SELECT lead_name, MAX(change_time) FROM lead_stage_changes \
-             WHERE score_reset = 1 AND lead_name IN (",
+            "SELECT lead_name, MAX(change_time) FROM lead_stage_changes WHERE score_reset = 1 AND ",
         );
-        let mut activities = Sql::new("SELECT parent, data FROM activities WHERE parent IN (");
-        for (i, name) in chunk.iter().enumerate() {
-            if i > 0 {
-                floors.push(", ");
-                activities.push(", ");
+        let mut activities = Sql::new("SELECT parent, data FROM activities WHERE ");
+        if contiguous {
+            let (first, last) = (chunk[0].as_str(), chunk[chunk.len() - 1].as_str());
+            floors
+                .push("lead_name >= ")
+                .bind(first)
+                .push(" AND lead_name <= ")
+                .bind(last);
+            activities
+                .push("parent >= ")
+                .bind(first)
+                .push(" AND parent <= ")
+                .bind(last);
+        } else {
+            floors.push("lead_name IN (");
+            activities.push("parent IN (");
+            for (i, name) in chunk.iter().enumerate() {
+                if i > 0 {
+                    floors.push(", ");
+                    activities.push(", ");
+                }
+                floors.bind(name.as_str());
+                activities.bind(name.as_str());
             }
-            floors.bind(name.as_str());
-            activities.bind(name.as_str());
+            floors.push(")");
+            activities.push(")");
         }
-        floors.push(") GROUP BY lead_name");
-        activities.push(") ORDER BY parent, occur_time, id");
+        floors.push(" GROUP BY lead_name");
+        activities.push(" ORDER BY parent, occur_time, id");
         for row in floors
             .query()
             .fetch_all(tx.conn())
