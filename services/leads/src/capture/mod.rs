@@ -1,19 +1,22 @@
 //! Lead capture: validation, duplicate detection on normalized keys, and updates.
 
-use futures::{Stream, StreamExt};
 use kizuna_errors::{ApiError, Validator};
-use kizuna_proto::leads::{
-    CaptureLeadResponse, ImportLeadsRequest, ImportLeadsResponse, Lead, MergeLeadsRequest,
-};
+use kizuna_proto::leads::{CaptureLeadResponse, CaptureOutcome, Lead};
 use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
 use kizuna_store::{Store, apply_mask};
 use prost_types::FieldMask;
 
 use crate::error::{Error, Result};
 
+pub mod import;
+pub mod merge;
 pub mod redirects;
+pub mod rules;
+
 use crate::tables::Leads;
+pub use import::import;
 use kizuna_normalize::{email_key, phone_key};
+pub use merge::merge;
 
 /// Checks a lead's caller-settable fields; `prefix` is the request field (`lead`).
 pub fn validate(lead: &Lead, prefix: &str) -> Result<(), ApiError> {
@@ -130,6 +133,7 @@ fn prepare_new(mut lead: Lead) -> Lead {
     lead.stage = LifecycleStage::Lead as i32;
     lead.score = 0.0;
     lead.grade.clear();
+    lead.merged_leads.clear();
     lead
 }
 
@@ -211,38 +215,119 @@ pub async fn get(store: &Store, name: &str) -> Result<Lead> {
     }
 }
 
+/// Idempotency ledger method of `CaptureLead` (and of every `ImportLeads` row).
+const CAPTURE_METHOD: &str = "CaptureLead";
+
+/// How many times a capture is attempted when a concurrent capture took the same e-mail or
+/// phone between the duplicate lookup and the write (the next attempt merges into it).
+const CAPTURE_ATTEMPTS: usize = 3;
+
 /// Captures a lead: creates it, or merges it into the existing lead it matches.
+///
+/// Idempotent by `request_id` (ledger method `CaptureLead`): a retry answers with the first
+/// response and changes nothing. In one write transaction the existing lead is looked up by
+/// the normalized e-mail key, then the phone key. Without a match the lead is created as by
+/// `CreateLead` (`lead.created`, outcome CREATED). With one, that lead is locked and the
+/// captured fields merged into it by [`rules::merge_fields`] (it is stored only when something
+/// changed), `lead.merged` is emitted with it, and the outcome is MERGED with `matched_on` and
+/// the `changed_fields`.
+///
+/// When the e-mail matches a lead X and the phone another lead Y, the capture merges into X
+/// (the e-mail wins) and Y is left untouched; the captured phone is then not copied into X
+/// (it belongs to Y). Consents captured without `update_time` are stamped with the request
+/// time. A concurrent capture of the same new person by another request is retried, so it
+/// merges instead of failing on the unique keys.
 pub async fn capture(store: &Store, lead: Lead, request_id: &str) -> Result<CaptureLeadResponse> {
-    let _ = (store, lead, request_id);
-    Err(ApiError::FailedPrecondition {
-        reason: "NOT_IMPLEMENTED",
-        message: "CaptureLead is not implemented yet".into(),
+    validate(&lead, "lead")?;
+    let mut lead = prepare_new(lead);
+    let now = kizuna_store::time::to_timestamp(kizuna_db::now_micros());
+    for consent in &mut lead.consents {
+        if consent.update_time.is_none() {
+            consent.update_time = Some(now);
+        }
     }
-    .into())
+    let mut attempt = 1;
+    loop {
+        match capture_once(store, lead.clone(), request_id).await {
+            Err(Error::Api(ApiError::AlreadyExists { .. } | ApiError::NotFound { .. }))
+                if attempt < CAPTURE_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
-/// Captures every row of an import stream on its own; one result per row.
-pub async fn import(
-    store: &Store,
-    mut rows: impl Stream<Item = Result<ImportLeadsRequest, tonic::Status>> + Send + Unpin,
-) -> Result<ImportLeadsResponse> {
-    let _ = store;
-    while let Some(row) = rows.next().await {
-        row.map_err(Error::Stream)?;
+/// One attempt of [`capture`] with `lead` already validated and prepared.
+async fn capture_once(store: &Store, lead: Lead, request_id: &str) -> Result<CaptureLeadResponse> {
+    let mut tx = store.begin().await?;
+    if let Some(previous) = tx
+        .recall_as::<CaptureLeadResponse>(CAPTURE_METHOD, request_id)
+        .await?
+    {
+        return Ok(previous);
     }
-    Err(ApiError::FailedPrecondition {
-        reason: "NOT_IMPLEMENTED",
-        message: "ImportLeads is not implemented yet".into(),
+    let by_email = tx
+        .find_other::<Leads>("email_key", &email_key(&lead.email), "")
+        .await?;
+    let by_phone = tx
+        .find_other::<Leads>("phone_key", &phone_key(&lead.phone), "")
+        .await?;
+    let response = match (by_email, by_phone) {
+        (None, None) => {
+            let created = tx.insert::<Leads>("", "", lead).await?;
+            tx.emit::<Leads>("created", &created).await?;
+            CaptureLeadResponse {
+                lead: Some(created),
+                outcome: CaptureOutcome::Created as i32,
+                ..Default::default()
+            }
+        }
+        (Some(existing), by_phone) => {
+            let mut lead = lead;
+            if by_phone.is_some_and(|other| other != existing) {
+                // The phone is another lead's: merge into the e-mail's lead without it.
+                lead.phone.clear();
+            }
+            merge_captured(&mut tx, &existing, &lead, "email").await?
+        }
+        (None, Some(existing)) => merge_captured(&mut tx, &existing, &lead, "phone").await?,
+    };
+    if !tx
+        .remember_as(CAPTURE_METHOD, request_id, &response)
+        .await?
+    {
+        // A concurrent retry with the same request id recorded first: answer with its result.
+        drop(tx);
+        let mut tx = store.begin().await?;
+        return tx
+            .recall_as::<CaptureLeadResponse>(CAPTURE_METHOD, request_id)
+            .await?
+            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
     }
-    .into())
+    tx.commit().await?;
+    Ok(response)
 }
 
-/// Merges `request.merged_lead` into `request.lead`, leaving a redirect.
-pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
-    let _ = (store, request);
-    Err(ApiError::FailedPrecondition {
-        reason: "NOT_IMPLEMENTED",
-        message: "MergeLeads is not implemented yet".into(),
+/// Merges the captured `lead` into the lead `existing` (locking it) and emits `lead.merged`.
+async fn merge_captured(
+    tx: &mut kizuna_store::WriteTx<'_>,
+    existing: &str,
+    lead: &Lead,
+    matched_on: &str,
+) -> Result<CaptureLeadResponse> {
+    let mut stored = tx.get::<Leads>(existing).await?;
+    let changed = rules::merge_fields(&mut stored, lead);
+    if !changed.is_empty() {
+        validate(&stored, "lead")?;
+        stored = tx.replace::<Leads>(stored).await?;
     }
-    .into())
+    tx.emit::<Leads>("merged", &stored).await?;
+    Ok(CaptureLeadResponse {
+        lead: Some(stored),
+        outcome: CaptureOutcome::Merged as i32,
+        matched_on: matched_on.into(),
+        changed_fields: changed.into_iter().map(String::from).collect(),
+    })
 }

@@ -19,3 +19,58 @@ pub async fn resolve(
     row.map(|row| row.try_get::<String, _>(0).map_err(db_error))
         .transpose()
 }
+
+/// The live lead `name` stands for: `name` itself when that lead exists, else the lead it was
+/// merged into (one hop always reaches a live lead), else `name` unchanged (reading it then
+/// fails with NOT_FOUND as usual). A malformed name is returned unchanged too.
+pub async fn resolve_name(conn: &mut sqlx::AnyConnection, name: &str) -> Result<String, ApiError> {
+    let Some(parsed) = kizuna_store::parse_name::<crate::tables::Leads>(name) else {
+        return Ok(name.to_owned());
+    };
+    let live = sqlx::query("SELECT 1 FROM leads WHERE id = $1 AND parent = $2")
+        .bind(parsed.id)
+        .bind(parsed.parent)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if live.is_some() {
+        return Ok(name.to_owned());
+    }
+    Ok(resolve(conn, name)
+        .await?
+        .unwrap_or_else(|| name.to_owned()))
+}
+
+/// Inside a merge of `merged` into `survivor`: leaves `merged` redirecting to `survivor` and
+/// re-points the redirects that targeted `merged`, so one hop still reaches a live lead. A
+/// redirect named like the survivor (a stale one, the survivor being live) is dropped so
+/// redirects never form a loop.
+pub async fn redirect(
+    conn: &mut sqlx::AnyConnection,
+    merged: &str,
+    survivor: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM lead_redirects WHERE name = $1")
+        .bind(survivor)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query("UPDATE lead_redirects SET target = $1 WHERE target = $2")
+        .bind(survivor)
+        .bind(merged)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    sqlx::query(
+        "INSERT INTO lead_redirects (name, target, merge_time) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET target = excluded.target, merge_time = excluded.merge_time",
+    )
+    .bind(merged)
+    .bind(survivor)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! `MergeLeads`: one lead merged into another by hand, leaving a redirect.
+//!
+//! In one write transaction, with both leads locked in name order (so two merges of the same
+//! pair in opposite directions cannot deadlock on PostgreSQL):
+//!
+//! 1. the fields are merged by [`rules::merge_fields`] (the survivor's values win, consent by the
+//!    strictest state);
+//! 2. the merged lead's activities move under the survivor, keeping their ids (an id the
+//!    survivor already uses gets a new UUIDv7);
+//! 3. its stage history moves over too, its score resets no longer acting as resets (the
+//!    survivor's own latest reset stays the floor of its score, so the merged lead's activities
+//!    all count);
+//! 4. its score state is dropped and its row deleted; its name (and every name that redirected
+//!    to it) now redirects to the survivor, and is listed in the survivor's `merged_leads`;
+//! 5. the stage: the survivor's is kept unless the merged lead is further along in LEAD <
+//!    ENGAGED < RECYCLED < MQL < SQL; a DISQUALIFIED lead (or one in a customer stage past the
+//!    lead funnel, which leads do not reach) on either side keeps the survivor's stage (a disqualified survivor stays disqualified, and a disqualified duplicate
+//!    does not disqualify the survivor). A change is recorded with cause `lead.merged`;
+//! 6. the survivor is rescored from all its activities (it may cross into MQL), and
+//!    `lead.merged` (subject: the survivor) is emitted, followed by the rescoring's events.
+
+use kizuna_errors::{ApiError, Validator};
+use kizuna_proto::leads::{Lead, MergeLeadsRequest};
+use kizuna_proto::types::LifecycleStage;
+use kizuna_store::{MAX_REQUEST_ID_CHARS, Store, WriteTx, db_error};
+use sqlx::Row;
+
+use super::{redirects, rules, validate};
+use crate::error::Result;
+use crate::stages::{self, scores, stage_of};
+use crate::tables::{Leads, stage_name};
+
+/// Idempotency ledger method of `MergeLeads`.
+const METHOD: &str = "MergeLeads";
+/// Cause recorded in the stage history and passed to rescoring.
+pub const MERGE_CAUSE: &str = "lead.merged";
+
+/// Position of a stage in the lead funnel for merges; `None` for DISQUALIFIED and the customer
+/// stages past the funnel (never taken over, and a survivor in one keeps it).
+fn funnel_rank(stage: LifecycleStage) -> Option<u8> {
+    use LifecycleStage::*;
+    match stage {
+        Unspecified => Some(0),
+        Lead => Some(1),
+        Engaged => Some(2),
+        Recycled => Some(3),
+        Mql => Some(4),
+        Sql => Some(5),
+        Disqualified | Customer | Loyal | Advocate | AtRisk | Dormant | WonBack => None,
+    }
+}
+
+/// The stage of a survivor in `survivor` after merging a lead in `merged`.
+pub fn merged_stage(survivor: LifecycleStage, merged: LifecycleStage) -> LifecycleStage {
+    match (funnel_rank(survivor), funnel_rank(merged)) {
+        (Some(kept), Some(other)) if other > kept => merged,
+        _ => survivor,
+    }
+}
+
+fn check_name(v: &mut Validator, field: &str, name: &str) {
+    v.required(field, name);
+    if !name.is_empty() && kizuna_store::parse_name::<Leads>(name).is_none() {
+        v.violation(
+            field,
+            "must be a Lead name like `leads/{id}` (ids: a-z, 0-9, -)",
+        );
+    }
+}
+
+/// Merges `request.merged_lead` into `request.lead` (see the module docs).
+pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
+    let mut v = Validator::new();
+    check_name(&mut v, "lead", &request.lead);
+    check_name(&mut v, "merged_lead", &request.merged_lead);
+    if !request.lead.is_empty() && request.lead == request.merged_lead {
+        v.violation("merged_lead", "must name another lead than `lead`");
+    }
+    v.max_chars("request_id", &request.request_id, MAX_REQUEST_ID_CHARS);
+    v.finish()?;
+
+    let mut tx = store.begin().await?;
+    if let Some(previous) = tx.recall::<Leads>(METHOD, &request.request_id).await? {
+        return Ok(previous);
+    }
+    let survivor_name = redirects::resolve_name(tx.conn(), &request.lead).await?;
+    let merged_name = redirects::resolve_name(tx.conn(), &request.merged_lead).await?;
+    if survivor_name == merged_name {
+        return Err(ApiError::invalid(
+            "merged_lead",
+            format!(
+                "`{}` and `{}` are the same lead (`{survivor_name}`)",
+                request.lead, request.merged_lead
+            ),
+        )
+        .into());
+    }
+    // Lock both rows in name order.
+    let (survivor, merged) = if survivor_name < merged_name {
+        let survivor = tx.get::<Leads>(&survivor_name).await?;
+        (survivor, tx.get::<Leads>(&merged_name).await?)
+    } else {
+        let merged = tx.get::<Leads>(&merged_name).await?;
+        (tx.get::<Leads>(&survivor_name).await?, merged)
+    };
+    kizuna_store::check_etag::<Leads>(&survivor, &request.etag)?;
+
+    let now = kizuna_db::now_micros();
+    let mut lead = survivor;
+    rules::merge_fields(&mut lead, &merged);
+    move_activities(&mut tx, &merged.name, &lead.name).await?;
+    sqlx::query(
+        "UPDATE lead_stage_changes SET lead_name = $1, score_reset = $2 WHERE lead_name = $3",
+    )
+    .bind(lead.name.as_str())
+    .bind(0_i64)
+    .bind(merged.name.as_str())
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    scores::forget(&mut tx, &merged.name).await?;
+    // The merged row goes first: its e-mail or phone may now be the survivor's.
+    tx.remove::<Leads>(&merged.name).await?;
+    redirects::redirect(tx.conn(), &merged.name, &lead.name, now).await?;
+    for name in merged.merged_leads.iter().chain([&merged.name]) {
+        if !lead.merged_leads.contains(name) {
+            lead.merged_leads.push(name.clone());
+        }
+    }
+    let from = stage_of(&lead);
+    let to = merged_stage(from, stage_of(&merged));
+    if to != from {
+        lead.stage = to as i32;
+        record_stage_change(&mut tx, &lead.name, from, to, &merged.name, now).await?;
+    }
+    validate(&lead, "lead")?;
+    let lead = tx.replace::<Leads>(lead).await?;
+    let outcome = stages::rescore(&mut tx, lead, MERGE_CAUSE).await?;
+    tx.emit::<Leads>("merged", &outcome.lead).await?;
+    stages::emit(&mut tx, &outcome).await?;
+    Ok(tx
+        .commit_created::<Leads>(METHOD, &request.request_id, outcome.lead)
+        .await?)
+}
+
+/// Moves every activity of `from` under `to`: parent and the name inside the stored message
+/// are rewritten; the id is kept unless `to` already has an activity with it.
+async fn move_activities(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(), ApiError> {
+    let rows = sqlx::query("SELECT id, data FROM activities WHERE parent = $1 ORDER BY id")
+        .bind(from)
+        .fetch_all(tx.conn())
+        .await
+        .map_err(db_error)?;
+    for row in rows {
+        let id: String = row.try_get(0).map_err(db_error)?;
+        let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
+        let mut activity =
+            <kizuna_proto::leads::Activity as prost::Message>::decode(data.as_slice())
+                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
+        let taken = sqlx::query("SELECT 1 FROM activities WHERE parent = $1 AND id = $2")
+            .bind(to)
+            .bind(id.as_str())
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?
+            .is_some();
+        let new_id = if taken {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            id.clone()
+        };
+        activity.name = format!("{to}/activities/{new_id}");
+        sqlx::query(
+            "UPDATE activities SET parent = $1, id = $2, data = $3 WHERE parent = $4 AND id = $5",
+        )
+        .bind(to)
+        .bind(new_id.as_str())
+        .bind(prost::Message::encode_to_vec(&activity))
+        .bind(from)
+        .bind(id.as_str())
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Records a stage change of `lead` made by merging `merged` into it.
+async fn record_stage_change(
+    tx: &mut WriteTx<'_>,
+    lead: &str,
+    from: LifecycleStage,
+    to: LifecycleStage,
+    merged: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO lead_stage_changes \
+         (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(lead)
+    .bind(stage_name(from as i32))
+    .bind(stage_name(to as i32))
+    .bind(MERGE_CAUSE)
+    .bind(merged)
+    .bind(0_i64)
+    .bind(now)
+    .execute(tx.conn())
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_goes_to_the_furthest_unless_disqualified() {
+        use LifecycleStage::*;
+        assert_eq!(merged_stage(Lead, Mql), Mql);
+        assert_eq!(merged_stage(Mql, Engaged), Mql);
+        assert_eq!(merged_stage(Engaged, Recycled), Recycled);
+        assert_eq!(merged_stage(Recycled, Mql), Mql);
+        assert_eq!(merged_stage(Mql, Sql), Sql);
+        assert_eq!(merged_stage(Sql, Mql), Sql);
+        assert_eq!(merged_stage(Disqualified, Sql), Disqualified);
+        assert_eq!(merged_stage(Engaged, Disqualified), Engaged);
+    }
+}
