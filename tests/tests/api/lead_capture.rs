@@ -614,3 +614,55 @@ async fn merge_leads_moves_everything(backend: Backend) {
     suite.stop().await;
 }
 both_backends!(merge_leads, merge_leads_moves_everything);
+
+async fn concurrent_captures_of_one_person(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let spellings = [
+        ("jiro@example.jp", ""),
+        ("", "090-5555-6666"),
+        ("ＪＩＲＯ＠example.jp", "０９０５５５５６６６６"),
+        ("", "+81 90 5555 6666"),
+        ("Jiro@Example.jp", ""),
+        ("", "09055556666"),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (email, phone)) in spellings.into_iter().enumerate() {
+        let mut client = suite.leads().await;
+        tasks.push(tokio::spawn(async move {
+            capture(
+                &mut client,
+                Lead {
+                    email: email.into(),
+                    phone: phone.into(),
+                    tags: vec![format!("t{i}")],
+                    ..Default::default()
+                },
+                &format!("race-{i}"),
+            )
+            .await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("capture task"));
+    }
+    let mut client = suite.leads().await;
+    let created = outcomes
+        .iter()
+        .filter(|o| o.outcome == CaptureOutcome::Created as i32)
+        .count();
+    // The phone-only and e-mail-only captures may create one lead each before a capture with
+    // both keys meets them; with both keys in some rows, at most two leads exist.
+    let leads = count(&mut client).await;
+    assert_eq!(created, leads, "{outcomes:?}");
+    assert!((1..=2).contains(&leads), "{leads} leads");
+    let names: std::collections::BTreeSet<String> = outcomes
+        .iter()
+        .map(|o| o.lead.as_ref().expect("lead").name.clone())
+        .collect();
+    assert_eq!(names.len(), leads);
+    suite.stop().await;
+}
+both_backends!(capture_race, concurrent_captures_of_one_person);
