@@ -666,3 +666,72 @@ async fn concurrent_captures_of_one_person(backend: Backend) {
     suite.stop().await;
 }
 both_backends!(capture_race, concurrent_captures_of_one_person);
+
+async fn merged_activity_ids_that_collide_are_renamed(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let mut client = suite.leads().await;
+    let mut leads = Vec::new();
+    for email in ["a@example.jp", "b@example.jp"] {
+        let lead = capture(
+            &mut client,
+            Lead {
+                email: email.into(),
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .lead
+        .expect("lead");
+        client
+            .create_activity(CreateActivityRequest {
+                parent: lead.name.clone(),
+                activity: Some(Activity {
+                    kind: ActivityKind::PageView as i32,
+                    url: format!("https://example.jp/{email}"),
+                    ..Default::default()
+                }),
+                activity_id: "visit-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("activity");
+        leads.push(lead.name);
+    }
+    merge(
+        &mut client,
+        MergeLeadsRequest {
+            lead: leads[0].clone(),
+            merged_lead: leads[1].clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("merge");
+    let moved = activities(&mut client, &leads[0]).await;
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(moved.contains(&format!("{}/activities/visit-1", leads[0])));
+    for name in &moved {
+        let activity = client
+            .get_activity(GetActivityRequest { name: name.clone() })
+            .await
+            .expect("get moved activity")
+            .into_inner();
+        assert_eq!(&activity.name, name);
+    }
+    let kept = client
+        .get_activity(GetActivityRequest {
+            name: format!("{}/activities/visit-1", leads[0]),
+        })
+        .await
+        .expect("survivor's own")
+        .into_inner();
+    assert_eq!(kept.url, "https://example.jp/a@example.jp");
+    suite.stop().await;
+}
+both_backends!(
+    activity_id_collision,
+    merged_activity_ids_that_collide_are_renamed
+);
