@@ -121,11 +121,10 @@ impl LeadsService for LeadsApi {
 
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn get_activity(&self, request: Request<GetActivityRequest>) -> Reply<Activity> {
-        let activity = self
-            .store
-            .get::<Activities>(&request.get_ref().name)
+        let name = capture::live_activity_name(&self.store, &request.get_ref().name)
             .await
             .map_err(status)?;
+        let activity = self.store.get::<Activities>(&name).await.map_err(status)?;
         Ok(Response::new(activity))
     }
 
@@ -134,7 +133,13 @@ impl LeadsService for LeadsApi {
         &self,
         request: Request<ListActivitiesRequest>,
     ) -> Reply<ListActivitiesResponse> {
-        let query = list_query!(request.into_inner(), parent);
+        let mut r = request.into_inner();
+        if r.parent != "leads/-" {
+            r.parent = capture::live_lead_name(&self.store, &r.parent)
+                .await
+                .map_err(status)?;
+        }
+        let query = list_query!(r, parent);
         let page = self
             .store
             .list::<Activities>(&query)
@@ -192,7 +197,10 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn get_lead_score(&self, request: Request<GetLeadScoreRequest>) -> Reply<LeadScore> {
         let r = request.into_inner();
-        let score = stages::lead_score(&self.store, &r.name, r.as_of)
+        let name = capture::live_lead_name(&self.store, &r.name)
+            .await
+            .map_err(status)?;
+        let score = stages::lead_score(&self.store, &name, r.as_of)
             .await
             .map_err(status)?;
         Ok(Response::new(score))
@@ -201,7 +209,10 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name, deal = %request.get_ref().deal))]
     async fn mark_handed_off(&self, request: Request<MarkHandedOffRequest>) -> Reply<Lead> {
         let r = request.into_inner();
-        let lead = stages::mark_handed_off(&self.store, &r.name, &r.deal, &r.request_id)
+        let name = capture::live_lead_name(&self.store, &r.name)
+            .await
+            .map_err(status)?;
+        let lead = stages::mark_handed_off(&self.store, &name, &r.deal, &r.request_id)
             .await
             .map_err(status)?;
         Ok(Response::new(lead))
@@ -210,7 +221,10 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn recycle_lead(&self, request: Request<RecycleLeadRequest>) -> Reply<Lead> {
         let r = request.into_inner();
-        let lead = stages::recycle(&self.store, &r.name, &r.reason, r.reset_score)
+        let name = capture::live_lead_name(&self.store, &r.name)
+            .await
+            .map_err(status)?;
+        let lead = stages::recycle(&self.store, &name, &r.reason, r.reset_score)
             .await
             .map_err(status)?;
         Ok(Response::new(lead))
@@ -219,7 +233,10 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn disqualify_lead(&self, request: Request<DisqualifyLeadRequest>) -> Reply<Lead> {
         let r = request.into_inner();
-        let lead = stages::disqualify(&self.store, &r.name, &r.reason)
+        let name = capture::live_lead_name(&self.store, &r.name)
+            .await
+            .map_err(status)?;
+        let lead = stages::disqualify(&self.store, &name, &r.reason)
             .await
             .map_err(status)?;
         Ok(Response::new(lead))
@@ -231,7 +248,10 @@ impl LeadsService for LeadsApi {
         request: Request<ListStageChangesRequest>,
     ) -> Reply<ListStageChangesResponse> {
         let r = request.into_inner();
-        let page = stages::list_changes(&self.store, &r.parent, r.page_size, &r.page_token)
+        let parent = capture::live_lead_name(&self.store, &r.parent)
+            .await
+            .map_err(status)?;
+        let page = stages::list_changes(&self.store, &parent, r.page_size, &r.page_token)
             .await
             .map_err(status)?;
         Ok(Response::new(page))

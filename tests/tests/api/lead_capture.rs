@@ -537,8 +537,39 @@ async fn merge_leads_moves_everything(backend: Backend) {
     let m_id = m_activity.name.rsplit('/').next().expect("id");
     assert!(moved.contains(&format!("{}/activities/{m_id}", survivor.name)));
 
-    // The merged name redirects to the survivor.
+    // The merged name redirects to the survivor: reads, activities and stage calls reach it.
     assert_eq!(get(&mut client, &doomed.name).await, merged);
+    assert_eq!(activities(&mut client, &doomed.name).await, moved);
+    let old_activity = client
+        .get_activity(GetActivityRequest {
+            name: m_activity.name.clone(),
+        })
+        .await
+        .expect("activity by its old name")
+        .into_inner();
+    assert_eq!(
+        old_activity.name,
+        format!("{}/activities/{m_id}", survivor.name)
+    );
+    let scored = client
+        .get_lead_score(GetLeadScoreRequest {
+            name: doomed.name.clone(),
+            as_of: None,
+        })
+        .await
+        .expect("score by the old name")
+        .into_inner();
+    assert_eq!(scored.lead, survivor.name);
+    let history_by_old_name = client
+        .list_stage_changes(ListStageChangesRequest {
+            parent: doomed.name.clone(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("history by the old name")
+        .into_inner();
+    assert!(!history_by_old_name.stage_changes.is_empty());
 
     // A retry answers with the first result; merging again is the same lead.
     let retry = merge(&mut client, request).await.expect("retry");

@@ -170,9 +170,40 @@ pub async fn update(store: &Store, patch: Lead, mask: Option<&FieldMask>) -> Res
         return Err(Error::DuplicateLead { key, existing });
     }
     let updated = tx.replace::<Leads>(lead).await?;
-    tx.emit::<Leads>("updated", &updated).await?;
+    // A changed profile regrades the lead (fit rules), which can carry it over the MQL line.
+    let outcome = crate::stages::rescore(&mut tx, updated, "UpdateLead").await?;
+    tx.emit::<Leads>("updated", &outcome.lead).await?;
+    crate::stages::emit(&mut tx, &outcome).await?;
     tx.commit().await?;
-    Ok(updated)
+    Ok(outcome.lead)
+}
+
+/// The live lead behind `name` (itself, or the lead it was merged into); names that are not
+/// lead names come back unchanged for the caller's validation to report.
+pub async fn live_lead_name(store: &Store, name: &str) -> Result<String> {
+    if kizuna_store::parse_name::<Leads>(name).is_none() {
+        return Ok(name.to_owned());
+    }
+    let mut conn = store
+        .db()
+        .pool()
+        .acquire()
+        .await
+        .map_err(kizuna_store::db_error)?;
+    Ok(redirects::resolve_name(&mut conn, name).await?)
+}
+
+/// `name` of an activity with its lead part resolved like [`live_lead_name`].
+pub async fn live_activity_name(store: &Store, name: &str) -> Result<String> {
+    match kizuna_store::parse_name::<crate::tables::Activities>(name) {
+        Some(parsed) => {
+            let lead = live_lead_name(store, &parsed.parent).await?;
+            Ok(kizuna_store::format_name::<crate::tables::Activities>(
+                &lead, &parsed.id,
+            ))
+        }
+        None => Ok(name.to_owned()),
+    }
 }
 
 /// The first other lead sharing the normalized e-mail or phone of `lead`.
