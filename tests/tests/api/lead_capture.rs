@@ -766,3 +766,94 @@ both_backends!(
     activity_id_collision,
     merged_activity_ids_that_collide_are_renamed
 );
+
+/// Profile fields filled by a merged capture or by UpdateLead regrade the lead at once, and the
+/// new grade can carry it over the MQL threshold (announced once).
+async fn filled_fields_regrade(backend: Backend) {
+    use kizuna_proto::leads::scoring_model::{FitRule, fit_rule};
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let mut client = suite.leads().await;
+    client
+        .create_scoring_model(CreateScoringModelRequest {
+            scoring_model: Some(ScoringModel {
+                mql_min_grade: "A".into(),
+                fit_rules: vec![FitRule {
+                    rule_id: "software".into(),
+                    field: "industry".into(),
+                    operator: fit_rule::Operator::Equals as i32,
+                    value: "software".into(),
+                    points: 30.0,
+                }],
+                ..pricing_model()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("model");
+    let mut names = Vec::new();
+    for email in ["fill@example.jp", "update@example.jp"] {
+        let lead = capture(
+            &mut client,
+            Lead {
+                email: email.into(),
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .lead
+        .expect("lead");
+        assert_eq!(lead.grade, "D");
+        track(&mut client, &lead.name, "https://example.jp/pricing").await;
+        track(&mut client, &lead.name, "https://example.jp/pricing/team").await;
+        let tracked = get(&mut client, &lead.name).await;
+        // Over the score threshold, under the minimum grade.
+        assert_eq!((tracked.grade.as_str(), tracked.score), ("D", 60.0));
+        assert_eq!(tracked.stage, LifecycleStage::Engaged as i32);
+        names.push(lead.name);
+    }
+
+    let merged = capture(
+        &mut client,
+        Lead {
+            email: "FILL@example.jp".into(),
+            industry: "software".into(),
+            ..Default::default()
+        },
+        "",
+    )
+    .await;
+    assert_eq!(merged.outcome, CaptureOutcome::Merged as i32);
+    let merged = merged.lead.expect("lead");
+    assert_eq!(
+        (merged.grade.as_str(), merged.score),
+        ("A", 60.0),
+        "{merged:?}"
+    );
+    assert_eq!(merged.stage, LifecycleStage::Mql as i32);
+
+    let mut changed = get(&mut client, &names[1]).await;
+    changed.industry = "software".into();
+    let updated = client
+        .update_lead(UpdateLeadRequest {
+            lead: Some(changed),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["industry".into()],
+            }),
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!((updated.grade.as_str(), updated.score), ("A", 60.0));
+    assert_eq!(updated.stage, LifecycleStage::Mql as i32);
+
+    let mut qualified = events(&mut client, "lead.qualified").await;
+    qualified.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(qualified, expected);
+    suite.stop().await;
+}
+both_backends!(regrade_on_fill, filled_fields_regrade);

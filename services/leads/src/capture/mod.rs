@@ -3,7 +3,7 @@
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{CaptureLeadResponse, CaptureOutcome, Lead};
 use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
-use kizuna_store::{Store, apply_mask};
+use kizuna_store::{Store, WriteTx, apply_mask};
 use prost_types::FieldMask;
 
 use crate::error::{Error, Result};
@@ -141,14 +141,33 @@ fn prepare_new(mut lead: Lead) -> Lead {
 pub async fn create(store: &Store, lead: Lead, lead_id: &str, request_id: &str) -> Result<Lead> {
     validate(&lead, "lead")?;
     let lead = prepare_new(lead);
-    store
-        .create_with::<Leads, Error, _>("", lead_id, lead, request_id, async |tx, lead| {
-            match find_duplicate(tx, lead, "").await? {
-                Some((key, existing)) => Err(Error::DuplicateLead { key, existing }),
-                None => Ok(()),
-            }
-        })
-        .await
+    let method = "CreateLead";
+    let mut tx = store.begin().await?;
+    if let Some(previous) = tx.recall::<Leads>(method, request_id).await? {
+        return Ok(previous);
+    }
+    if let Some((key, existing)) = find_duplicate(&mut tx, &lead, "").await? {
+        return Err(Error::DuplicateLead { key, existing });
+    }
+    let created = insert_graded(&mut tx, lead, lead_id, method).await?;
+    Ok(tx
+        .commit_created::<Leads>(method, request_id, created)
+        .await?)
+}
+
+/// Inserts a new lead, grades (and scores) it at once under the published model, and emits
+/// `lead.created` with the graded lead.
+async fn insert_graded(
+    tx: &mut WriteTx<'_>,
+    lead: Lead,
+    lead_id: &str,
+    cause: &str,
+) -> Result<Lead> {
+    let created = tx.insert::<Leads>("", lead_id, lead).await?;
+    let outcome = crate::stages::rescore(tx, created, cause).await?;
+    tx.emit::<Leads>("created", &outcome.lead).await?;
+    crate::stages::emit(tx, &outcome).await?;
+    Ok(outcome.lead)
 }
 
 /// Applies `patch` under `mask` to the lead it names, guarded by its etag.
@@ -208,7 +227,7 @@ pub async fn live_activity_name(store: &Store, name: &str) -> Result<String> {
 
 /// The first other lead sharing the normalized e-mail or phone of `lead`.
 async fn find_duplicate(
-    tx: &mut kizuna_store::WriteTx<'_>,
+    tx: &mut WriteTx<'_>,
     lead: &Lead,
     except_name: &str,
 ) -> Result<Option<(&'static str, String)>> {
@@ -307,8 +326,7 @@ async fn capture_once(store: &Store, lead: Lead, request_id: &str) -> Result<Cap
         .await?;
     let response = match (by_email, by_phone) {
         (None, None) => {
-            let created = tx.insert::<Leads>("", "", lead).await?;
-            tx.emit::<Leads>("created", &created).await?;
+            let created = insert_graded(&mut tx, lead, "", CAPTURE_METHOD).await?;
             CaptureLeadResponse {
                 lead: Some(created),
                 outcome: CaptureOutcome::Created as i32,
@@ -343,18 +361,26 @@ async fn capture_once(store: &Store, lead: Lead, request_id: &str) -> Result<Cap
 
 /// Merges the captured `lead` into the lead `existing` (locking it) and emits `lead.merged`.
 async fn merge_captured(
-    tx: &mut kizuna_store::WriteTx<'_>,
+    tx: &mut WriteTx<'_>,
     existing: &str,
     lead: &Lead,
     matched_on: &str,
 ) -> Result<CaptureLeadResponse> {
     let mut stored = tx.get::<Leads>(existing).await?;
     let changed = rules::merge_fields(&mut stored, lead);
+    let mut outcome = None;
     if !changed.is_empty() {
         validate(&stored, "lead")?;
         stored = tx.replace::<Leads>(stored).await?;
+        // Filled profile fields can change the grade (and so the MQL crossing).
+        let rescored = crate::stages::rescore(tx, stored, "CaptureLead").await?;
+        stored = rescored.lead.clone();
+        outcome = Some(rescored);
     }
     tx.emit::<Leads>("merged", &stored).await?;
+    if let Some(outcome) = &outcome {
+        crate::stages::emit(tx, outcome).await?;
+    }
     Ok(CaptureLeadResponse {
         lead: Some(stored),
         outcome: CaptureOutcome::Merged as i32,
