@@ -144,6 +144,15 @@ async fn serve() {
         .expect("leads runs");
 }
 
+/// Refreshes the planner's statistics after a bulk seed, as autovacuum would within a minute
+/// (without them PostgreSQL plans a lookup of a few leads by id as a scan of all of them).
+async fn analyze(db: &Database) {
+    sqlx::query("ANALYZE")
+        .execute(db.pool())
+        .await
+        .expect("analyze");
+}
+
 async fn seed_leads(store: &Store, n: usize, prefix: &str) {
     let mut i = 0;
     while i < n {
@@ -424,6 +433,7 @@ async fn main() {
 
     // 1. Streamed ingest vs bare batched INSERT.
     seed_leads(&store, ingest_leads, "i").await;
+    analyze(&database).await;
     let names: Vec<String> = (0..ingest_leads)
         .map(|j| format!("leads/i{j:07}"))
         .collect();
@@ -465,6 +475,7 @@ async fn main() {
     let seeded = Instant::now();
     seed_leads(&store, scale_leads, "s").await;
     seed_activities(&store, scale_leads, "s", 1).await;
+    analyze(&database).await;
     println!(
         "seeded {scale_leads} leads + {scale_leads} activities in {:.1}s (bulk insert, not measured)",
         seeded.elapsed().as_secs_f64()

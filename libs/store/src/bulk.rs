@@ -98,32 +98,32 @@ impl WriteTx<'_> {
             ""
         };
         let mut found = HashMap::with_capacity(keys.len());
-        for range in statements(&keys, 2, |(p, i)| p.len() + i.len() + 16) {
-            let chunk = &keys[range];
-            let mut sql = Sql::new(format!(
-                "SELECT data FROM {} WHERE (parent, id) IN (",
-                T::TABLE
-            ));
-            for (i, (parent, id)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
+        // One parent per statement (`parent = ? AND id IN (...)`): a list of (parent, id) pairs
+        // plans as one index probe per pair, ~10x slower for a few hundred keys on PostgreSQL.
+        // Keys are sorted, so each parent's ids are one run, and the statements run in lock
+        // order.
+        for group in keys.chunk_by(|a, b| a.0 == b.0) {
+            let parent = group[0].0.as_str();
+            for range in statements(group, 1, |(_, id)| id.len() + 8) {
+                let mut sql = Sql::new(format!("SELECT data FROM {} WHERE parent = ", T::TABLE));
+                sql.bind(parent).push(" AND id IN (");
+                for (i, (_, id)) in group[range].iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(id.as_str());
                 }
-                sql.push("(")
-                    .bind(parent.as_str())
-                    .push(", ")
-                    .bind(id.as_str())
-                    .push(")");
-            }
-            sql.push(") ORDER BY parent, id").push(lock);
-            let rows = sql
-                .query()
-                .fetch_all(&mut *self.tx)
-                .instrument(db_span(&self.store.db, "SELECT", T::TABLE))
-                .await
-                .map_err(db_error)?;
-            for row in rows {
-                let message = crate::decode::<T>(&row)?;
-                found.insert(T::name(&message).to_owned(), message);
+                sql.push(") ORDER BY id").push(lock);
+                let rows = sql
+                    .query()
+                    .fetch_all(&mut *self.tx)
+                    .instrument(db_span(&self.store.db, "SELECT", T::TABLE))
+                    .await
+                    .map_err(db_error)?;
+                for row in rows {
+                    let message = crate::decode::<T>(&row)?;
+                    found.insert(T::name(&message).to_owned(), message);
+                }
             }
         }
         Ok(found)

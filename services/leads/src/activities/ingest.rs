@@ -7,9 +7,9 @@
 //! activities are inserted with multi-row statements, and [`stages::apply::apply`] scores the
 //! leads incrementally and moves them through ENGAGED and MQL. The idempotency ledger is shared
 //! with `CreateActivity` and `TrackActivity`. While one batch is written the next one is read
-//! from the stream.
+//! from the stream; up to [`IN_FLIGHT`] batches are written at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use futures::{Stream, StreamExt};
 use kizuna_errors::ApiError;
@@ -26,6 +26,8 @@ use crate::tables::{Activities, Leads};
 
 /// Rows per write transaction.
 pub const BATCH_ROWS: usize = 2_000;
+/// Batches of one stream written at once.
+const IN_FLIGHT: usize = 2;
 /// The idempotency ledger shared with `CreateActivity` and `TrackActivity`.
 const METHOD: &str = "CreateActivity";
 /// Attempts of one batch when concurrent writers conflict.
@@ -81,7 +83,7 @@ pub async fn track_many(
     let mut tally = Tally::default();
     let mut pending: Vec<PendingRow> = Vec::with_capacity(BATCH_ROWS);
     let mut index = 0_i64;
-    let mut writing: Option<tokio::task::JoinHandle<Result<Tally, ApiError>>> = None;
+    let mut writing: VecDeque<tokio::task::JoinHandle<Result<Tally, ApiError>>> = VecDeque::new();
     loop {
         let message = batches.next().await;
         let done = message.is_none();
@@ -96,21 +98,26 @@ pub async fn track_many(
             }
         }
         if pending.len() >= BATCH_ROWS || (done && !pending.is_empty()) {
-            // One batch in flight at a time: wait for the previous one, then hand this one over
-            // and go on reading the stream while it is written.
-            if let Some(previous) = writing.take() {
-                merge(&mut tally, join(previous).await?);
+            // Up to IN_FLIGHT batches are written at once while the stream goes on being read:
+            // one batch's statements overlap another's encoding and scoring. Batches touching
+            // the same lead queue on its row lock, as concurrent streams do.
+            if writing.len() >= IN_FLIGHT
+                && let Some(oldest) = writing.pop_front()
+            {
+                merge(&mut tally, join(oldest).await?);
             }
             let rows = std::mem::take(&mut pending);
             let store = store.clone();
-            writing = Some(tokio::spawn(async move { write_batch(&store, rows).await }));
+            writing.push_back(tokio::spawn(
+                async move { write_batch(&store, rows).await }.in_current_span(),
+            ));
         }
         if done {
             break;
         }
     }
-    if let Some(previous) = writing.take() {
-        merge(&mut tally, join(previous).await?);
+    while let Some(batch) = writing.pop_front() {
+        merge(&mut tally, join(batch).await?);
     }
     tally.response.failures.sort_by_key(|f| f.index);
     Ok(tally.response)
