@@ -229,7 +229,7 @@ async fn bare_insert(db: &Database, leads: &[String], rows: usize, base: i64) ->
                     .sum::<usize>()
                 + 64
         };
-        for range in kizuna_store::bulk::statements(&batch, 9, size) {
+        for range in kizuna_store::bulk::statements(db.statement_bytes(), &batch, 9, size) {
             let mut sql = Sql::new(
                 "INSERT INTO activities_baseline (id, parent, data, version, create_time, \
                  update_time, kind, url, occur_time) VALUES ",

@@ -71,7 +71,19 @@ pub struct Database {
     url: Secret,
     backend: Backend,
     namespace: String,
+    statement_bytes: usize,
 }
+
+/// Bytes of bound values one multi-row statement carries at most over TCP: under Linux's
+/// initial TCP send buffer (16 KiB), so a statement leaves in one write. sqlx 0.9.0 leaves
+/// Nagle's algorithm on (upstream launchbadge/sqlx#4335, fixed after that release); a statement
+/// sent in several writes then waits ~40 ms for the server's delayed ACK before its last part
+/// goes out. Measured in `docs/BENCHMARKS.md`.
+pub const TCP_STATEMENT_BYTES: usize = 12 * 1024;
+
+/// Bytes of bound values one multi-row statement carries at most over a Unix socket or to
+/// SQLite, where larger statements mean fewer round trips and no Nagle waits.
+pub const LOCAL_STATEMENT_BYTES: usize = 48 * 1024;
 
 impl Database {
     /// Opens a pool for `settings.url`, creating the SQLite file (and folder) when missing.
@@ -99,6 +111,11 @@ impl Database {
             }
         }
         let namespace = namespace_of(&url, backend);
+        let statement_bytes = if backend == Backend::Postgres && !unix_socket(&url) {
+            TCP_STATEMENT_BYTES
+        } else {
+            LOCAL_STATEMENT_BYTES
+        };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -121,7 +138,14 @@ impl Database {
             url: Secret::new(url),
             backend,
             namespace,
+            statement_bytes,
         })
+    }
+
+    /// Bytes of bound values one multi-row statement should carry at most:
+    /// [`TCP_STATEMENT_BYTES`] to PostgreSQL over TCP, [`LOCAL_STATEMENT_BYTES`] otherwise.
+    pub fn statement_bytes(&self) -> usize {
+        self.statement_bytes
     }
 
     /// The pool, for queries.
@@ -178,6 +202,19 @@ fn sqlite_path(url: &str) -> &str {
     rest.split('?').next().unwrap_or(rest)
 }
 
+/// Whether a PostgreSQL URL connects over a Unix socket: `?host=/dir` or a host spelled as an
+/// encoded path (`postgres://user@%2Fvar%2Frun%2Fpostgresql/db`).
+fn unix_socket(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    host.to_ascii_lowercase().starts_with("%2f")
+        || query
+            .split('&')
+            .any(|pair| pair.starts_with("host=/") || pair.starts_with("host=%2F"))
+}
+
 fn namespace_of(url: &str, backend: Backend) -> String {
     match backend {
         Backend::Sqlite => sqlite_path(url).to_owned(),
@@ -224,5 +261,23 @@ mod tests {
             namespace_of("sqlite://data/leads.db?mode=rwc", Backend::Sqlite),
             "data/leads.db"
         );
+    }
+
+    #[test]
+    fn unix_sockets_are_told_from_tcp() {
+        for url in [
+            "postgres://u@localhost/leads?host=/var/run/postgresql",
+            "postgresql://u@%2Fvar%2Frun%2Fpostgresql/leads",
+            "postgres://u@localhost/leads?sslmode=disable&host=%2Ftmp",
+        ] {
+            assert!(unix_socket(url), "{url}");
+        }
+        for url in [
+            "postgres://u@127.0.0.1:5432/leads",
+            "postgres://u:p@db.internal/leads?host_name=/x",
+            "postgres://u@db/leads?application_name=a/b",
+        ] {
+            assert!(!unix_socket(url), "{url}");
+        }
     }
 }

@@ -3,15 +3,13 @@
 //! multi-row statements instead of one round trip per row.
 //!
 //! Statements are cut by [`statements`]: no statement binds more than [`MAX_BINDS`] values
-//! (SQLite's default limit is 32 766, PostgreSQL's 65 535) or carries much more than
-//! [`MAX_STATEMENT_BYTES`] of values, and row counts are powers of two, so each table needs a
-//! handful of statement shapes that stay prepared (parsing and planning a large VALUES list
-//! anew costs more than the extra round trips). Measured in `docs/BENCHMARKS.md`.
-//!
-//! Over TCP, sqlx 0.9.0 leaves Nagle's algorithm on (upstream issue launchbadge/sqlx#4335,
-//! fixed after that release), and a multi-kilobyte statement then often waits ~40 ms for the
-//! server's delayed ACK; over a Unix socket there is no such wait. Upgrade sqlx when the fix
-//! is released.
+//! (SQLite's default limit is 32 766, PostgreSQL's 65 535) or carries much more than the
+//! database's [`statement_bytes`](kizuna_db::Database::statement_bytes) of values, and row
+//! counts are powers of two, so each table needs a handful of statement shapes that stay
+//! prepared (parsing and planning a large VALUES list anew costs more than the extra round
+//! trips). Over TCP statements stay under 12 KiB so each leaves in one write: sqlx 0.9.0 leaves
+//! Nagle's algorithm on (upstream issue launchbadge/sqlx#4335), and a statement sent in several
+//! writes waits ~40 ms for the server's delayed ACK. Measured in `docs/BENCHMARKS.md`.
 
 use std::collections::HashMap;
 
@@ -27,18 +25,16 @@ use crate::{Sql, WriteTx, bad_name, db_error, db_span, time};
 /// Most values bound in one statement.
 pub const MAX_BINDS: usize = 30_000;
 
-/// Bytes of bound values one statement should carry at most (one row may exceed it alone).
-pub const MAX_STATEMENT_BYTES: usize = 48 * 1024;
-
 /// How many rows of `binds_per_row` values fit one statement.
 fn rows_per_statement(binds_per_row: usize) -> usize {
     (MAX_BINDS / binds_per_row.max(1)).max(1)
 }
 
 /// Cuts `rows` into consecutive statements (ranges of row indexes) of a power-of-two number of
-/// rows each, within [`MAX_BINDS`] values and, unless one row alone is larger,
-/// [`MAX_STATEMENT_BYTES`]; `bytes` estimates a row's bound bytes.
+/// rows each, within [`MAX_BINDS`] values and, unless one row alone is larger, `max_bytes`
+/// ([`kizuna_db::Database::statement_bytes`]); `bytes` estimates a row's bound bytes.
 pub fn statements<R>(
+    max_bytes: usize,
     rows: &[R],
     binds_per_row: usize,
     bytes: impl Fn(&R) -> usize,
@@ -56,7 +52,7 @@ pub fn statements<R>(
                 break;
             }
             let more: usize = rows[start + n..start + next].iter().map(&bytes).sum();
-            if size + more > MAX_STATEMENT_BYTES {
+            if size + more > max_bytes {
                 break;
             }
             size += more;
@@ -104,7 +100,9 @@ impl WriteTx<'_> {
         // order.
         for group in keys.chunk_by(|a, b| a.0 == b.0) {
             let parent = group[0].0.as_str();
-            for range in statements(group, 1, |(_, id)| id.len() + 8) {
+            for range in statements(self.store.db.statement_bytes(), group, 1, |(_, id)| {
+                id.len() + 8
+            }) {
                 let mut sql = Sql::new(format!("SELECT data FROM {} WHERE parent = ", T::TABLE));
                 sql.bind(parent).push(" AND id IN (");
                 for (i, (_, id)) in group[range].iter().enumerate() {
@@ -159,7 +157,12 @@ impl WriteTx<'_> {
             .iter()
             .map(|(parent, id, message)| Encoded::new::<T>(parent, id, message))
             .collect();
-        for range in statements(&encoded, 5 + T::COLUMNS.len(), Encoded::bytes) {
+        for range in statements(
+            self.store.db.statement_bytes(),
+            &encoded,
+            5 + T::COLUMNS.len(),
+            Encoded::bytes,
+        ) {
             let mut sql = Sql::new(format!(
                 "INSERT INTO {} (id, parent, data, version, create_time, update_time",
                 T::TABLE
@@ -225,7 +228,12 @@ impl WriteTx<'_> {
             .iter()
             .map(|(parent, id, _, message)| Encoded::new::<T>(parent, id, message))
             .collect();
-        for range in statements(&encoded, 6 + T::COLUMNS.len(), Encoded::bytes) {
+        for range in statements(
+            self.store.db.statement_bytes(),
+            &encoded,
+            6 + T::COLUMNS.len(),
+            Encoded::bytes,
+        ) {
             let chunk = &prepared[range.clone()];
             let rows = &encoded[range];
             // An upsert used as a multi-row update: every row exists and is locked, and the
@@ -309,7 +317,7 @@ impl WriteTx<'_> {
         ids.sort_unstable();
         ids.dedup();
         let mut found = HashMap::new();
-        for range in statements(&ids, 1, |id| id.len() + 8) {
+        for range in statements(self.store.db.statement_bytes(), &ids, 1, |id| id.len() + 8) {
             let chunk = &ids[range];
             let mut sql = Sql::new("SELECT request_id, response FROM idempotency WHERE method = ");
             sql.bind(method).push(" AND request_id IN (");
@@ -350,7 +358,7 @@ impl WriteTx<'_> {
             .iter()
             .map(|(id, response)| id.len() + method.len() + response.encoded_len() + 40)
             .collect();
-        for range in statements(&sizes, 4, |size| *size) {
+        for range in statements(self.store.db.statement_bytes(), &sizes, 4, |size| *size) {
             let chunk = &entries[range];
             let mut sql = Sql::new(
                 "INSERT INTO idempotency (request_id, method, response, create_time) VALUES ",
@@ -415,28 +423,29 @@ mod tests {
 
     #[test]
     fn statements_are_powers_of_two_within_the_bounds() {
+        const MAX_BYTES: usize = kizuna_db::TCP_STATEMENT_BYTES;
         let rows = vec![100_usize; 3_000];
-        let ranges = statements(&rows, 10, |r| *r);
+        let ranges = statements(MAX_BYTES, &rows, 10, |r| *r);
         assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 3_000);
         let mut next = 0;
         for range in &ranges {
             assert_eq!(range.start, next, "consecutive");
             next = range.end;
             assert!(range.len().is_power_of_two());
-            assert!(range.len() * 100 <= MAX_STATEMENT_BYTES);
+            assert!(range.len() * 100 <= MAX_BYTES);
             assert!(range.len() * 10 <= MAX_BINDS);
         }
         // Big rows go one per statement; many binds per row bound the count.
         assert!(
-            statements(&[MAX_STATEMENT_BYTES * 2; 3], 1, |r| *r)
+            statements(MAX_BYTES, &[MAX_BYTES * 2; 3], 1, |r| *r)
                 .iter()
                 .all(|r| r.len() == 1)
         );
         assert!(
-            statements(&[1_usize; 100], MAX_BINDS / 4, |r| *r)
+            statements(MAX_BYTES, &[1_usize; 100], MAX_BINDS / 4, |r| *r)
                 .iter()
                 .all(|r| r.len() <= 4)
         );
-        assert!(statements(&Vec::<usize>::new(), 1, |r| *r).is_empty());
+        assert!(statements(MAX_BYTES, &Vec::<usize>::new(), 1, |r| *r).is_empty());
     }
 }

@@ -104,7 +104,7 @@ pub(crate) async fn append_many(
         let size = |e: &NewEvent| {
             e.event_type.len() + e.subject.len() + e.type_url.len() + e.data.len() + 120
         };
-        for range in crate::bulk::statements(&events, 7, size) {
+        for range in crate::bulk::statements(db.statement_bytes(), &events, 7, size) {
             let chunk = &events[range];
             let mut sql = Sql::new(
                 "INSERT INTO outbox (event_type, subject, type_url, data, traceparent, tracestate, \

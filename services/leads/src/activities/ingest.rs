@@ -261,7 +261,9 @@ async fn redirect_targets(
         return Ok(targets);
     }
     let db = tx.db().clone();
-    for range in kizuna_store::bulk::statements(names, 1, |name| name.len() + 8) {
+    for range in
+        kizuna_store::bulk::statements(tx.db().statement_bytes(), names, 1, |name| name.len() + 8)
+    {
         let mut sql =
             kizuna_store::Sql::new("SELECT name, target FROM lead_redirects WHERE name IN (");
         for (i, name) in names[range].iter().enumerate() {

@@ -227,7 +227,7 @@ async fn record_many(
     let size = |(lead, change): &(String, Transition)| {
         lead.len() + change.cause.len() + change.reason.len() + 80
     };
-    for range in kizuna_store::bulk::statements(changes, 7, size) {
+    for range in kizuna_store::bulk::statements(tx.db().statement_bytes(), changes, 7, size) {
         let chunk = &changes[range];
         let mut sql = Sql::new(
             "INSERT INTO lead_stage_changes \
@@ -280,7 +280,9 @@ pub async fn counted_activities(
     let ranges: Vec<std::ops::Range<usize>> = if contiguous && !leads.is_empty() {
         std::iter::once(0..leads.len()).collect()
     } else {
-        kizuna_store::bulk::statements(leads, 2, |name| 2 * name.len() + 16)
+        kizuna_store::bulk::statements(tx.db().statement_bytes(), leads, 2, |name| {
+            2 * name.len() + 16
+        })
     };
     for range in ranges {
         let chunk = &leads[range];

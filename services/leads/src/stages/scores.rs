@@ -48,7 +48,9 @@ pub async fn load(
     leads: &[String],
 ) -> Result<HashMap<String, Stored>, ApiError> {
     let mut found = HashMap::with_capacity(leads.len());
-    for range in kizuna_store::bulk::statements(leads, 1, |name| name.len() + 8) {
+    for range in
+        kizuna_store::bulk::statements(tx.db().statement_bytes(), leads, 1, |name| name.len() + 8)
+    {
         let chunk = &leads[range];
         let mut sql = Sql::new(
             "SELECT lead_name, data, notified_score, notified_grade FROM lead_score_state \
@@ -118,7 +120,7 @@ pub async fn store(tx: &mut WriteTx<'_>, writes: &[Write<'_>]) -> Result<(), Api
             + w.notified_grade.len()
             + 80
     };
-    for range in kizuna_store::bulk::statements(writes, BINDS, size) {
+    for range in kizuna_store::bulk::statements(tx.db().statement_bytes(), writes, BINDS, size) {
         let chunk = &writes[range];
         let mut sql = Sql::new(
             "INSERT INTO lead_score_state (lead_name, model, revision, data, score, grade, \
@@ -236,7 +238,9 @@ pub async fn flush(store: &Store) -> Result<usize, ApiError> {
             scoring_model_revision: i32::try_from(revision).unwrap_or_default(),
         });
     }
-    for range in kizuna_store::bulk::statements(&changes, 1, |c| c.lead.len() + 8) {
+    for range in
+        kizuna_store::bulk::statements(tx.db().statement_bytes(), &changes, 1, |c| c.lead.len() + 8)
+    {
         let chunk = &changes[range];
         let mut sql = Sql::new(
             "UPDATE lead_score_state SET pending = 0, notified_score = score, \
