@@ -5,7 +5,11 @@
 //! authorizes every call ([`layer`]), next to `grpc.health.v1` (driven by a database probe, see
 //! [`health`]) and server reflection (v1 and v1alpha). A shutdown signal stops new calls, ends
 //! event streams, drains calls in flight within the grace period, and returns.
+//!
+//! [`Application`] is the start-up each service shares on top of that: prepare, open and
+//! migrate the database, bind, serve the routes its [`DomainService`] gives.
 
+pub mod app;
 pub mod health;
 pub mod layer;
 pub mod shutdown;
@@ -22,6 +26,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
+pub use app::{Application, DomainService, message_limits};
 pub use health::LIVENESS_SERVICE;
 pub use shutdown::{Shutdown, wait_for_signal};
 

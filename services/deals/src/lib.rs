@@ -19,68 +19,53 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
-
-use kizuna_db::Database;
+use kizuna_db::Migration;
 use kizuna_proto::deals::deals_service_server::DealsServiceServer;
-use kizuna_server::{Server, Shutdown, StartError};
+use kizuna_server::{DomainService, StartError};
 use kizuna_settings::Settings;
 use kizuna_store::Store;
+use tokio::sync::watch;
+use tonic::service::Routes;
 
 /// The service name used in logs, telemetry and the outbox.
 pub const SERVICE: &str = "deals";
 /// The fully qualified gRPC service name.
 pub const GRPC_SERVICE: &str = "kizuna.deals.v1.DealsService";
 
-/// A built, bound deals service.
+/// The deals service as the shared start-up ([`kizuna_server::Application`]) sees it.
 #[derive(Debug)]
-pub struct Application {
-    server: Server,
-    database: Database,
-    store: Store,
-}
+pub struct Deals;
 
-impl Application {
-    /// Opens and migrates the database and binds the port.
-    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
-        let (server, database) =
-            kizuna_server::prepare(SERVICE, settings, migrations::MIGRATIONS).await?;
-        let store = Store::new(database.clone(), SERVICE, server.shutdown().stopping());
-        Ok(Self {
-            server,
-            database,
-            store,
-        })
-    }
+impl DomainService for Deals {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICE: &'static str = GRPC_SERVICE;
+    const MIGRATIONS: &'static [Migration] = migrations::MIGRATIONS;
+    type Prepared = ();
 
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// A handle that stops the service when triggered.
-    pub fn shutdown(&self) -> Shutdown {
-        self.server.shutdown().clone()
-    }
-
-    /// Serves until `signal` completes (or the shutdown handle is triggered), then drains.
-    pub async fn run_until_stopped(
-        self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        let limit = self.server.settings().server.max_request_bytes;
-        let service = DealsServiceServer::new(grpc::DealsApi::new(self.store))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit.max(16 * 1024 * 1024));
-        let routes = tonic::service::Routes::new(service);
-        self.server
-            .run(routes, &[GRPC_SERVICE], Some(self.database), signal)
-            .await?;
+    fn prepare(_settings: &Settings) -> Result<(), StartError> {
         Ok(())
     }
+
+    fn routes(
+        store: Store,
+        _prepared: (),
+        settings: &Settings,
+        _stopping: watch::Receiver<bool>,
+    ) -> Routes {
+        let (decoding, encoding) = kizuna_server::message_limits(settings);
+        let service = DealsServiceServer::new(grpc::DealsApi::new(store))
+            .max_decoding_message_size(decoding)
+            .max_encoding_message_size(encoding);
+        Routes::new(service)
+    }
 }
+
+/// A built, bound deals service: [`Application::build`](kizuna_server::Application::build)
+/// opens and migrates the database and binds the port,
+/// [`Application::run_until_stopped`](kizuna_server::Application::run_until_stopped) serves.
+pub type Application = kizuna_server::Application<Deals>;
 
 /// Applies the deals migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
-    kizuna_server::migrate(settings, migrations::MIGRATIONS).await
+    Application::migrate(settings).await
 }

@@ -18,13 +18,13 @@ pub mod tables;
 pub mod transitions;
 pub mod upstream;
 
-use std::future::Future;
-
-use kizuna_db::Database;
+use kizuna_db::Migration;
 use kizuna_proto::gateway::gateway_service_server::GatewayServiceServer;
-use kizuna_server::{Server, ServerError, Shutdown, StartError};
+use kizuna_server::{DomainService, ServerError, StartError};
 use kizuna_settings::Settings;
 use kizuna_store::Store;
+use tokio::sync::watch;
+use tonic::service::Routes;
 
 use crate::upstream::Upstreams;
 
@@ -33,59 +33,42 @@ pub const SERVICE: &str = "gateway";
 /// The fully qualified gRPC service name.
 pub const GRPC_SERVICE: &str = "kizuna.gateway.v1.GatewayService";
 
-/// A built, bound gateway.
+/// The gateway as the shared start-up ([`kizuna_server::Application`]) sees it.
 #[derive(Debug)]
-pub struct Application {
-    server: Server,
-    database: Database,
-    store: Store,
-    upstreams: Upstreams,
-}
+pub struct Gateway;
 
-impl Application {
-    /// Prepares the clients of the domain services (connecting on first use), opens and
-    /// migrates the database and binds the port. A malformed service URL fails here.
-    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
-        let upstreams = Upstreams::connect_lazy(&settings.gateway).map_err(ServerError::from)?;
-        let (server, database) =
-            kizuna_server::prepare(SERVICE, settings, migrations::MIGRATIONS).await?;
-        let store = Store::new(database.clone(), SERVICE, server.shutdown().stopping());
-        Ok(Self {
-            server,
-            database,
-            store,
-            upstreams,
-        })
+impl DomainService for Gateway {
+    const NAME: &'static str = SERVICE;
+    const GRPC_SERVICE: &'static str = GRPC_SERVICE;
+    const MIGRATIONS: &'static [Migration] = migrations::MIGRATIONS;
+    /// Clients of the domain services, connecting on first use.
+    type Prepared = Upstreams;
+
+    /// A malformed service URL fails the start here.
+    fn prepare(settings: &Settings) -> Result<Upstreams, StartError> {
+        Ok(Upstreams::connect_lazy(&settings.gateway).map_err(ServerError::from)?)
     }
 
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// A handle that stops the service when triggered.
-    pub fn shutdown(&self) -> Shutdown {
-        self.server.shutdown().clone()
-    }
-
-    /// Serves until `signal` completes (or the shutdown handle is triggered), then drains.
-    pub async fn run_until_stopped(
-        self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        let limit = self.server.settings().server.max_request_bytes;
-        let service = GatewayServiceServer::new(grpc::GatewayApi::new(self.store, self.upstreams))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit.max(16 * 1024 * 1024));
-        let routes = tonic::service::Routes::new(service);
-        self.server
-            .run(routes, &[GRPC_SERVICE], Some(self.database), signal)
-            .await?;
-        Ok(())
+    fn routes(
+        store: Store,
+        upstreams: Upstreams,
+        settings: &Settings,
+        _stopping: watch::Receiver<bool>,
+    ) -> Routes {
+        let (decoding, encoding) = kizuna_server::message_limits(settings);
+        let service = GatewayServiceServer::new(grpc::GatewayApi::new(store, upstreams))
+            .max_decoding_message_size(decoding)
+            .max_encoding_message_size(encoding);
+        Routes::new(service)
     }
 }
+
+/// A built, bound gateway: [`Application::build`](kizuna_server::Application::build) prepares
+/// the clients of the domain services, opens and migrates the database and binds the port,
+/// [`Application::run_until_stopped`](kizuna_server::Application::run_until_stopped) serves.
+pub type Application = kizuna_server::Application<Gateway>;
 
 /// Applies the gateway migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
-    kizuna_server::migrate(settings, migrations::MIGRATIONS).await
+    Application::migrate(settings).await
 }

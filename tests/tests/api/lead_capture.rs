@@ -48,6 +48,15 @@ async fn capture(client: &mut Client, lead: Lead, request_id: &str) -> CaptureLe
         .into_inner()
 }
 
+/// Captures a lead with only an e-mail address (no request id).
+async fn capture_email(client: &mut Client, email: &str) -> Lead {
+    let lead = Lead {
+        email: email.into(),
+        ..Default::default()
+    };
+    capture(client, lead, "").await.lead.expect("lead")
+}
+
 async fn get(client: &mut Client, name: &str) -> Lead {
     client
         .get_lead(GetLeadRequest { name: name.into() })
@@ -705,17 +714,7 @@ async fn merged_activity_ids_that_collide_are_renamed(backend: Backend) {
     let mut client = suite.leads().await;
     let mut leads = Vec::new();
     for email in ["a@example.jp", "b@example.jp"] {
-        let lead = capture(
-            &mut client,
-            Lead {
-                email: email.into(),
-                ..Default::default()
-            },
-            "",
-        )
-        .await
-        .lead
-        .expect("lead");
+        let lead = capture_email(&mut client, email).await;
         client
             .create_activity(CreateActivityRequest {
                 parent: lead.name.clone(),
@@ -794,17 +793,7 @@ async fn filled_fields_regrade(backend: Backend) {
         .expect("model");
     let mut names = Vec::new();
     for email in ["fill@example.jp", "update@example.jp"] {
-        let lead = capture(
-            &mut client,
-            Lead {
-                email: email.into(),
-                ..Default::default()
-            },
-            "",
-        )
-        .await
-        .lead
-        .expect("lead");
+        let lead = capture_email(&mut client, email).await;
         assert_eq!(lead.grade, "D");
         track(&mut client, &lead.name, "https://example.jp/pricing").await;
         track(&mut client, &lead.name, "https://example.jp/pricing/team").await;

@@ -27,7 +27,7 @@ use crate::tables::{Activities, Leads};
 /// Rows per write transaction.
 pub const BATCH_ROWS: usize = 2_000;
 /// Batches of one stream written at once.
-const IN_FLIGHT: usize = 2;
+pub const IN_FLIGHT: usize = 2;
 /// The idempotency ledger shared with `CreateActivity` and `TrackActivity`.
 const METHOD: &str = "CreateActivity";
 /// Attempts of one batch when concurrent writers conflict.

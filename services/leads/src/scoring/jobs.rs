@@ -3,7 +3,7 @@
 //!
 //! [`start`] runs inside the transaction that publishes the model: it supersedes any running
 //! job and inserts a RUNNING one with the number of leads as its progress denominator. The
-//! runner ([`spawn_runner`], one per replica) claims a RUNNING job with a lease, then walks the
+//! runner ([`Runner::spawn`], one per replica) claims a RUNNING job with a lease, then walks the
 //! leads in id order, [`Settings::leads`]`.rescoring_chunk_size` at a time. Each chunk is one
 //! transaction: the job row is read for change (so a superseding publication or another
 //! replica waits), the chunk's leads are locked and rescored by [`apply::apply`] (state rebuilt

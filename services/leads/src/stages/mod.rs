@@ -8,7 +8,7 @@
 //! [`WriteTx::get`], which row-locks it on PostgreSQL (SQLite has one writer at a time), so
 //! concurrent changes of one lead apply one after another and a crossing happens exactly once.
 //!
-//! Scoring on ingest ([`score_after_activity`]) and [`lead_score`] evaluate the newest published
+//! Scoring on ingest ([`score_after_activity`]) and [`lead_score()`] evaluate the newest published
 //! scoring model (by update time) with [`engine::evaluate`]. A `RecycleLead` with `reset_score`
 //! records a floor: activities that occurred at or before it no longer count.
 

@@ -1,0 +1,115 @@
+//! The start-up every domain service (one database, one gRPC service) shares:
+//! [`Application::build`] opens and migrates the database and binds the port;
+//! [`Application::run_until_stopped`] serves the routes the service gives through
+//! [`DomainService::routes`] until the shutdown signal, then drains.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use kizuna_db::{Database, Migration};
+use kizuna_settings::Settings;
+use kizuna_store::Store;
+use tokio::sync::watch;
+use tonic::service::Routes;
+
+use crate::{Server, Shutdown, StartError};
+
+/// Largest response a service encodes, whatever the request limit: list pages and event batches
+/// may be larger than any request.
+pub const MIN_ENCODING_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What a domain service tells the shared start-up.
+pub trait DomainService: 'static {
+    /// The service name used in logs, telemetry and the outbox.
+    const NAME: &'static str;
+    /// The fully qualified gRPC service name (health and reflection report it).
+    const GRPC_SERVICE: &'static str;
+    /// The service's migrations, oldest first.
+    const MIGRATIONS: &'static [Migration];
+    /// What the service prepares from its settings before the database opens (the gateway's
+    /// clients of the domain services); `()` for most.
+    type Prepared: Send + 'static;
+
+    /// Prepares [`Self::Prepared`]; a bad setting fails the start here.
+    fn prepare(settings: &Settings) -> Result<Self::Prepared, StartError>;
+
+    /// The gRPC routes over `store`, started with `settings`; background work the service runs
+    /// beside its handlers stops when `stopping` turns true. Size the service's messages with
+    /// [`message_limits`].
+    fn routes(
+        store: Store,
+        prepared: Self::Prepared,
+        settings: &Settings,
+        stopping: watch::Receiver<bool>,
+    ) -> Routes;
+}
+
+/// The decoding and encoding limits of a service's messages: the configured request limit, and
+/// at least [`MIN_ENCODING_LIMIT`] for responses.
+pub fn message_limits(settings: &Settings) -> (usize, usize) {
+    let limit = settings.server.max_request_bytes;
+    (limit, limit.max(MIN_ENCODING_LIMIT))
+}
+
+/// A built, bound domain service.
+pub struct Application<S: DomainService> {
+    server: Server,
+    database: Database,
+    store: Store,
+    prepared: S::Prepared,
+    service: PhantomData<fn() -> S>,
+}
+
+impl<S: DomainService> std::fmt::Debug for Application<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("server", &self.server)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: DomainService> Application<S> {
+    /// Prepares what the service needs from its settings, opens and migrates the database and
+    /// binds the port.
+    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
+        let prepared = S::prepare(settings)?;
+        let (server, database) = crate::prepare(S::NAME, settings, S::MIGRATIONS).await?;
+        let store = Store::new(database.clone(), S::NAME, server.shutdown().stopping());
+        Ok(Self {
+            server,
+            database,
+            store,
+            prepared,
+            service: PhantomData,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// A handle that stops the service when triggered.
+    pub fn shutdown(&self) -> Shutdown {
+        self.server.shutdown().clone()
+    }
+
+    /// Serves until `signal` completes (or the shutdown handle is triggered), then drains.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let stopping = self.server.shutdown().stopping();
+        let routes = S::routes(self.store, self.prepared, self.server.settings(), stopping);
+        self.server
+            .run(routes, &[S::GRPC_SERVICE], Some(self.database), signal)
+            .await?;
+        Ok(())
+    }
+
+    /// Applies the service's migrations to the configured database; how many were applied.
+    pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
+        crate::migrate(settings, S::MIGRATIONS).await
+    }
+}
