@@ -7,6 +7,7 @@
 //! their own logic inside the transaction.
 
 pub mod api;
+pub mod backfill;
 pub mod bulk;
 pub mod filter;
 pub mod mask;

@@ -55,6 +55,7 @@ impl DomainService for Leads {
             std::time::Duration::from_millis(leads.score_flush_interval_ms),
             stopping.clone(),
         );
+        capture::spawn_backfills(store.clone(), stopping.clone());
         let jobs = scoring::jobs::Runner::new(store.clone(), leads);
         jobs.clone().spawn(stopping);
         let (decoding, encoding) = kizuna_server::message_limits(settings);

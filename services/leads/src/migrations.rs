@@ -149,4 +149,17 @@ CREATE TABLE rescoring_jobs (
 CREATE INDEX rescoring_jobs_state ON rescoring_jobs (state, create_time);
 ",
     },
+    Migration {
+        version: 7,
+        description: "backfill of leads.tags for leads stored before version 4",
+        sql: "
+CREATE TABLE column_backfills (
+    name TEXT NOT NULL PRIMARY KEY,
+    after_parent TEXT NOT NULL,
+    after_id TEXT NOT NULL,
+    done BIGINT NOT NULL
+);
+INSERT INTO column_backfills (name, after_parent, after_id, done) VALUES ('leads.tags', '', '', 0);
+",
+    },
 ];

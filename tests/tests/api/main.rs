@@ -6,6 +6,7 @@ mod deals;
 mod events;
 mod gateway;
 mod health;
+mod lead_backfill;
 mod lead_bad_input;
 mod lead_capture;
 mod lead_ingest;

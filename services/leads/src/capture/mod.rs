@@ -388,3 +388,19 @@ async fn merge_captured(
         changed_fields: changed.into_iter().map(String::from).collect(),
     })
 }
+
+/// Leads per backfill transaction.
+const BACKFILL_CHUNK: usize = 500;
+
+/// Starts the column backfills the migrations registered (`leads.tags` for leads stored
+/// before migration 4); each runs once, resumes after a restart, and stops with the service.
+pub fn spawn_backfills(store: Store, stopping: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        if let Err(error) = store
+            .backfill_column::<Leads>("tags", BACKFILL_CHUNK, &stopping)
+            .await
+        {
+            tracing::warn!(%error, "leads.tags backfill failed; it resumes at the next start");
+        }
+    });
+}
