@@ -91,7 +91,10 @@ async fn tags_backfilled(backend: Backend) {
         .backfill_column::<Leads>("no_such_column", 2, &stopping)
         .await
         .expect_err("unknown column");
-    assert!(format!("{unknown:?}").contains("no_such_column"), "{unknown:?}");
+    assert!(
+        format!("{unknown:?}").contains("no_such_column"),
+        "{unknown:?}"
+    );
     db.close().await;
 }
 both_backends!(tags_backfill, tags_backfilled);

@@ -75,15 +75,33 @@ fn prepare(index: i64, request: TrackActivityRequest) -> Result<PendingRow, ApiE
     })
 }
 
-/// Records every activity of the stream; see `TrackActivities`.
+/// Records every activity of the stream; see `TrackActivities`. When the call fails (a broken
+/// stream, a batch that failed), the batches still in flight finish before it answers, so no
+/// write of this call outlives it.
 pub async fn track_many(
     store: &Store,
+    batches: impl Stream<Item = Result<TrackActivitiesRequest, tonic::Status>> + Send + Unpin,
+) -> Result<TrackActivitiesResponse> {
+    let mut writing = VecDeque::new();
+    let result = read_and_write(store, batches, &mut writing).await;
+    if result.is_err() {
+        while let Some(batch) = writing.pop_front() {
+            let _ = batch.await;
+        }
+    }
+    result
+}
+
+type Writing = VecDeque<tokio::task::JoinHandle<Result<Tally, ApiError>>>;
+
+async fn read_and_write(
+    store: &Store,
     mut batches: impl Stream<Item = Result<TrackActivitiesRequest, tonic::Status>> + Send + Unpin,
+    writing: &mut Writing,
 ) -> Result<TrackActivitiesResponse> {
     let mut tally = Tally::default();
     let mut pending: Vec<PendingRow> = Vec::with_capacity(BATCH_ROWS);
     let mut index = 0_i64;
-    let mut writing: VecDeque<tokio::task::JoinHandle<Result<Tally, ApiError>>> = VecDeque::new();
     loop {
         let message = batches.next().await;
         let done = message.is_none();
