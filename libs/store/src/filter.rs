@@ -1,9 +1,13 @@
 //! A subset of the AIP-160 filter language, compiled to SQL over a table's indexed columns.
 //!
-//! Grammar: `expr := and (OR and)*`, `and := unary (AND unary)*`, `unary := [NOT | -] primary`,
-//! `primary := '(' expr ')' | FIELD OP VALUE`, with `OP` one of `= != < <= > >= :` (`:` is
+//! Grammar: `expr := and (OR and)*`, `and := unary ([AND] unary)*`, `unary := NOT unary |
+//! primary`, `primary := '(' expr ')' | FIELD OP VALUE`, with `OP` one of `= != < <= > >= :` (`:` is
 //! "contains" for text). Values are quoted strings, numbers, `true`/`false` or bare words (enum
 //! names). Times take RFC 3339 strings. Every value is bound as a parameter. Errors say where.
+//!
+//! [`parse`] is the boolean structure alone, with the terms left to a [`Terms`] implementation:
+//! [`compile`] gives it `FIELD OP VALUE` over a table's columns, lead segments add tags and
+//! `activity(...)` counts.
 
 use kizuna_db::Backend;
 
@@ -163,17 +167,198 @@ pub fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
     Ok(tokens)
 }
 
-struct Parser<'a> {
+const MAX_DEPTH: usize = 32;
+const MAX_TOKENS: usize = 512;
+
+impl FilterError {
+    /// An error at `position` (0-based character offset).
+    pub fn at(position: usize, message: impl Into<String>) -> Self {
+        Self {
+            position,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a filter language puts between the boolean operators. [`parse`] handles `AND`, `OR`,
+/// juxtaposition, `NOT`, parentheses, nesting and token limits, and calls [`Terms::term`] at
+/// every word that starts a term.
+pub trait Terms {
+    /// Compiles the term at the cursor (a word: a field, or a function such as a segment's
+    /// `activity(...)`), consuming its tokens.
+    fn term(&mut self, cursor: &mut Cursor) -> Result<Sql, FilterError>;
+}
+
+/// The tokens of a filter and the position of the parse in them.
+#[derive(Debug)]
+pub struct Cursor {
     tokens: Vec<(usize, Token)>,
     pos: usize,
-    columns: &'a [Column],
-    backend: Backend,
     end: usize,
     depth: usize,
 }
 
-const MAX_DEPTH: usize = 32;
-const MAX_TOKENS: usize = 512;
+impl Cursor {
+    /// The current token.
+    pub fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    /// Whether the current token is the word `word`.
+    pub fn peek_word(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token::Word(w)) if w == word)
+    }
+
+    /// The character position of the current token (the end of the filter past the last).
+    pub fn here(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.end, |(p, _)| *p)
+    }
+
+    /// Moves past the current token.
+    pub fn advance(&mut self) {
+        self.pos += 1;
+    }
+
+    /// Takes a word: its position and text.
+    pub fn word(&mut self) -> Option<(usize, String)> {
+        let position = self.here();
+        match self.peek() {
+            Some(Token::Word(word)) => {
+                let word = word.clone();
+                self.pos += 1;
+                Some((position, word))
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes an operator, or fails with "expected an operator".
+    pub fn op(&mut self) -> Result<(usize, &'static str), FilterError> {
+        let position = self.here();
+        match self.peek() {
+            Some(Token::Op(op)) => {
+                let op = *op;
+                self.pos += 1;
+                Ok((position, op))
+            }
+            _ => Err(FilterError::at(position, "expected an operator")),
+        }
+    }
+
+    /// Takes a value (a quoted string, a number or a bare word), or fails with "expected a
+    /// value".
+    pub fn value(&mut self) -> Result<(usize, String), FilterError> {
+        let position = self.here();
+        match self.peek() {
+            Some(Token::Str(s) | Token::Num(s) | Token::Word(s)) => {
+                let value = s.clone();
+                self.pos += 1;
+                Ok((position, value))
+            }
+            _ => Err(FilterError::at(position, "expected a value")),
+        }
+    }
+
+    fn nest(&mut self) -> Result<(), FilterError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(FilterError::at(self.here(), "filter nests too deeply"));
+        }
+        Ok(())
+    }
+
+    fn expr(&mut self, terms: &mut impl Terms) -> Result<Sql, FilterError> {
+        self.nest()?;
+        let mut sql = Sql::new("(");
+        sql.append(self.and(terms)?);
+        while self.peek_word("OR") {
+            self.pos += 1;
+            sql.push(" OR ");
+            sql.append(self.and(terms)?);
+        }
+        sql.push(")");
+        self.depth -= 1;
+        Ok(sql)
+    }
+
+    fn and(&mut self, terms: &mut impl Terms) -> Result<Sql, FilterError> {
+        let mut sql = Sql::new("(");
+        sql.append(self.unary(terms)?);
+        loop {
+            if self.peek_word("AND") {
+                self.pos += 1;
+            } else if matches!(self.peek(), Some(Token::Word(w)) if w != "OR")
+                || matches!(self.peek(), Some(Token::LParen))
+            {
+                // AIP-160: juxtaposition means AND.
+            } else {
+                break;
+            }
+            sql.push(" AND ");
+            sql.append(self.unary(terms)?);
+        }
+        sql.push(")");
+        Ok(sql)
+    }
+
+    fn unary(&mut self, terms: &mut impl Terms) -> Result<Sql, FilterError> {
+        if self.peek_word("NOT") {
+            self.pos += 1;
+            self.nest()?;
+            let mut sql = Sql::new("NOT (");
+            sql.append(self.unary(terms)?);
+            sql.push(")");
+            self.depth -= 1;
+            return Ok(sql);
+        }
+        self.primary(terms)
+    }
+
+    fn primary(&mut self, terms: &mut impl Terms) -> Result<Sql, FilterError> {
+        let position = self.here();
+        match self.peek() {
+            Some(Token::LParen) => {
+                self.pos += 1;
+                let sql = self.expr(terms)?;
+                if self.peek() == Some(&Token::RParen) {
+                    self.pos += 1;
+                    Ok(sql)
+                } else {
+                    Err(FilterError::at(self.here(), "expected `)`"))
+                }
+            }
+            Some(Token::Word(_)) => terms.term(self),
+            Some(token) => Err(FilterError::at(position, format!("unexpected {token:?}"))),
+            None => Err(FilterError::at(position, "unexpected end of filter")),
+        }
+    }
+}
+
+/// Parses `filter`'s boolean structure, compiling its terms with `terms`. An empty filter gives
+/// `None`.
+pub fn parse(filter: &str, terms: &mut impl Terms) -> Result<Option<Sql>, FilterError> {
+    if filter.trim().is_empty() {
+        return Ok(None);
+    }
+    let tokens = tokenize(filter)?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(FilterError::at(
+            0,
+            format!("filter has more than {MAX_TOKENS} tokens"),
+        ));
+    }
+    let mut cursor = Cursor {
+        tokens,
+        pos: 0,
+        end: filter.chars().count(),
+        depth: 0,
+    };
+    let sql = cursor.expr(terms)?;
+    if let Some((position, token)) = cursor.tokens.get(cursor.pos) {
+        return Err(FilterError::at(*position, format!("unexpected {token:?}")));
+    }
+    Ok(Some(sql))
+}
 
 /// Compiles `filter` to a SQL condition over `columns`. An empty filter gives `None`.
 pub fn compile(
@@ -181,158 +366,38 @@ pub fn compile(
     columns: &[Column],
     backend: Backend,
 ) -> Result<Option<Sql>, FilterError> {
-    if filter.trim().is_empty() {
-        return Ok(None);
-    }
-    let tokens = tokenize(filter)?;
-    if tokens.len() > MAX_TOKENS {
-        return Err(FilterError {
-            position: 0,
-            message: format!("filter has more than {MAX_TOKENS} tokens"),
-        });
-    }
-    let mut parser = Parser {
-        tokens,
-        pos: 0,
-        columns,
-        backend,
-        end: filter.chars().count(),
-        depth: 0,
-    };
-    let sql = parser.expr()?;
-    if let Some((position, token)) = parser.tokens.get(parser.pos) {
-        return Err(FilterError {
-            position: *position,
-            message: format!("unexpected {token:?}"),
-        });
-    }
-    Ok(Some(sql))
+    parse(filter, &mut ColumnTerms { columns, backend })
 }
 
-impl Parser<'_> {
-    fn peek_word(&self, word: &str) -> bool {
-        matches!(self.tokens.get(self.pos), Some((_, Token::Word(w))) if w == word)
-    }
+/// `FIELD OP VALUE` over indexed columns.
+struct ColumnTerms<'a> {
+    columns: &'a [Column],
+    backend: Backend,
+}
 
-    fn here(&self) -> usize {
-        self.tokens.get(self.pos).map_or(self.end, |(p, _)| *p)
-    }
-
-    fn expr(&mut self) -> Result<Sql, FilterError> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(FilterError {
-                position: self.here(),
-                message: "filter nests too deeply".into(),
-            });
+impl Terms for ColumnTerms<'_> {
+    fn term(&mut self, cursor: &mut Cursor) -> Result<Sql, FilterError> {
+        let (position, field) = cursor
+            .word()
+            .ok_or_else(|| FilterError::at(cursor.here(), "expected a field"))?;
+        let column = *self
+            .columns
+            .iter()
+            .find(|c| c.field == field)
+            .ok_or_else(|| FilterError::at(position, format!("unknown field `{field}`")))?;
+        let (op_position, op) = cursor.op()?;
+        if op == "~" {
+            return Err(FilterError::at(
+                op_position,
+                "`~` is not supported here; use `:` for contains",
+            ));
         }
-        let mut sql = Sql::new("(");
-        sql.append(self.and()?);
-        while self.peek_word("OR") {
-            self.pos += 1;
-            sql.push(" OR ");
-            sql.append(self.and()?);
-        }
-        sql.push(")");
-        self.depth -= 1;
-        Ok(sql)
+        let (value_position, raw) = cursor.value()?;
+        self.comparison(column, op, &raw, value_position)
     }
+}
 
-    fn and(&mut self) -> Result<Sql, FilterError> {
-        let mut sql = Sql::new("(");
-        sql.append(self.unary()?);
-        loop {
-            if self.peek_word("AND") {
-                self.pos += 1;
-            } else if matches!(self.tokens.get(self.pos), Some((_, Token::Word(w))) if w != "OR")
-                || matches!(self.tokens.get(self.pos), Some((_, Token::LParen)))
-            {
-                // AIP-160: juxtaposition means AND.
-            } else {
-                break;
-            }
-            sql.push(" AND ");
-            sql.append(self.unary()?);
-        }
-        sql.push(")");
-        Ok(sql)
-    }
-
-    fn unary(&mut self) -> Result<Sql, FilterError> {
-        if self.peek_word("NOT") {
-            self.pos += 1;
-            let mut sql = Sql::new("NOT ");
-            sql.append(self.primary()?);
-            return Ok(sql);
-        }
-        self.primary()
-    }
-
-    fn primary(&mut self) -> Result<Sql, FilterError> {
-        let position = self.here();
-        match self.tokens.get(self.pos).cloned() {
-            Some((_, Token::LParen)) => {
-                self.pos += 1;
-                let sql = self.expr()?;
-                match self.tokens.get(self.pos) {
-                    Some((_, Token::RParen)) => {
-                        self.pos += 1;
-                        Ok(sql)
-                    }
-                    _ => Err(FilterError {
-                        position: self.here(),
-                        message: "expected `)`".into(),
-                    }),
-                }
-            }
-            Some((_, Token::Word(field))) => {
-                self.pos += 1;
-                let column = *self
-                    .columns
-                    .iter()
-                    .find(|c| c.field == field)
-                    .ok_or_else(|| FilterError {
-                        position,
-                        message: format!("unknown field `{field}`"),
-                    })?;
-                let op_position = self.here();
-                let Some((_, Token::Op(op))) = self.tokens.get(self.pos).cloned() else {
-                    return Err(FilterError {
-                        position: op_position,
-                        message: "expected an operator".into(),
-                    });
-                };
-                if op == "~" {
-                    return Err(FilterError {
-                        position: op_position,
-                        message: "`~` is not supported here; use `:` for contains".into(),
-                    });
-                }
-                self.pos += 1;
-                let value_position = self.here();
-                let raw = match self.tokens.get(self.pos).cloned() {
-                    Some((_, Token::Str(s) | Token::Num(s) | Token::Word(s))) => s,
-                    _ => {
-                        return Err(FilterError {
-                            position: value_position,
-                            message: "expected a value".into(),
-                        });
-                    }
-                };
-                self.pos += 1;
-                self.comparison(column, op, &raw, value_position)
-            }
-            Some((_, token)) => Err(FilterError {
-                position,
-                message: format!("unexpected {token:?}"),
-            }),
-            None => Err(FilterError {
-                position,
-                message: "unexpected end of filter".into(),
-            }),
-        }
-    }
-
+impl ColumnTerms<'_> {
     fn comparison(
         &self,
         column: Column,

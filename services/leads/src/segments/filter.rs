@@ -4,17 +4,15 @@
 //! primary`, `primary := '(' expr ')' | activity | FIELD OP VALUE`, `activity := 'activity' '('
 //! [arg (',' arg)*] ')' OP INTEGER` with `arg := kind = VALUE | url ~ STRING | within = DURATION`.
 //! Every value is bound; substring matches use `strpos`/`instr`, never `LIKE`. Errors name the
-//! character position (0-based).
+//! character position (0-based). The boolean structure, nesting and token limits are the store's
+//! filter parser ([`kizuna_store::filter::parse`]); this module compiles the terms.
 
 use kizuna_db::Backend;
 use kizuna_proto::leads::ActivityKind;
 use kizuna_proto::types::LifecycleStage;
 use kizuna_store::Sql;
-use kizuna_store::filter::{FilterError, Token, tokenize};
+use kizuna_store::filter::{Cursor, FilterError, Terms, Token};
 use kizuna_store::time::parse_rfc3339_micros;
-
-const MAX_DEPTH: usize = 32;
-const MAX_TOKENS: usize = 512;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -45,172 +43,52 @@ const FIELDS: &[(&str, Kind)] = &[
 ];
 
 fn err(position: usize, message: impl Into<String>) -> FilterError {
-    FilterError {
-        position,
-        message: message.into(),
-    }
+    FilterError::at(position, message)
 }
 
 /// Compiles a segment filter to a SQL condition over the `leads` table. `now_micros` is the
 /// reference time of `within` windows.
 pub fn compile(filter: &str, backend: Backend, now_micros: i64) -> Result<Sql, FilterError> {
-    if filter.trim().is_empty() {
-        return Err(err(0, "the filter is empty"));
-    }
-    let tokens = tokenize(filter)?;
-    if tokens.len() > MAX_TOKENS {
-        return Err(err(0, format!("filter has more than {MAX_TOKENS} tokens")));
-    }
-    let mut parser = Parser {
-        tokens,
-        pos: 0,
-        backend,
-        end: filter.chars().count(),
-        depth: 0,
-        now_micros,
-    };
-    let sql = parser.expr()?;
-    if let Some((position, token)) = parser.tokens.get(parser.pos) {
-        return Err(err(*position, format!("unexpected {token:?}")));
-    }
-    Ok(sql)
+    kizuna_store::filter::parse(
+        filter,
+        &mut SegmentTerms {
+            backend,
+            now_micros,
+        },
+    )?
+    .ok_or_else(|| err(0, "the filter is empty"))
 }
 
-struct Parser {
-    tokens: Vec<(usize, Token)>,
-    pos: usize,
+/// The terms of the segment language: lead fields, tags, and `activity(...)` counts.
+struct SegmentTerms {
     backend: Backend,
-    end: usize,
-    depth: usize,
     now_micros: i64,
 }
 
-impl Parser {
-    fn peek(&self) -> Option<&Token> {
-        self.tokens.get(self.pos).map(|(_, t)| t)
+impl Terms for SegmentTerms {
+    fn term(&mut self, cursor: &mut Cursor) -> Result<Sql, FilterError> {
+        let (position, field) = cursor
+            .word()
+            .ok_or_else(|| err(cursor.here(), "expected a field"))?;
+        if field == "activity" {
+            return self.activity(cursor);
+        }
+        let kind = FIELDS
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| err(position, format!("unknown field `{field}`")))?;
+        let (op_position, op) = cursor.op()?;
+        let (value_position, raw) = cursor.value()?;
+        self.comparison(&field, kind, op, op_position, &raw, value_position)
     }
+}
 
-    fn peek_word(&self, word: &str) -> bool {
-        matches!(self.peek(), Some(Token::Word(w)) if w == word)
-    }
-
-    fn here(&self) -> usize {
-        self.tokens.get(self.pos).map_or(self.end, |(p, _)| *p)
-    }
-
+impl SegmentTerms {
     fn contains(&self, column: &str) -> String {
         match self.backend {
             Backend::Postgres => format!("strpos({column}, "),
             Backend::Sqlite => format!("instr({column}, "),
-        }
-    }
-
-    fn expr(&mut self) -> Result<Sql, FilterError> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(err(self.here(), "filter nests too deeply"));
-        }
-        let mut sql = Sql::new("(");
-        sql.append(self.and()?);
-        while self.peek_word("OR") {
-            self.pos += 1;
-            sql.push(" OR ");
-            sql.append(self.and()?);
-        }
-        sql.push(")");
-        self.depth -= 1;
-        Ok(sql)
-    }
-
-    fn and(&mut self) -> Result<Sql, FilterError> {
-        let mut sql = Sql::new("(");
-        sql.append(self.unary()?);
-        loop {
-            if self.peek_word("AND") {
-                self.pos += 1;
-            } else if matches!(self.peek(), Some(Token::Word(w)) if w != "OR")
-                || matches!(self.peek(), Some(Token::LParen))
-            {
-                // AIP-160: juxtaposition means AND.
-            } else {
-                break;
-            }
-            sql.push(" AND ");
-            sql.append(self.unary()?);
-        }
-        sql.push(")");
-        Ok(sql)
-    }
-
-    fn unary(&mut self) -> Result<Sql, FilterError> {
-        if self.peek_word("NOT") {
-            self.pos += 1;
-            self.depth += 1;
-            if self.depth > MAX_DEPTH {
-                return Err(err(self.here(), "filter nests too deeply"));
-            }
-            let mut sql = Sql::new("NOT (");
-            sql.append(self.unary()?);
-            sql.push(")");
-            self.depth -= 1;
-            return Ok(sql);
-        }
-        self.primary()
-    }
-
-    fn op(&mut self) -> Result<(usize, &'static str), FilterError> {
-        let position = self.here();
-        match self.peek() {
-            Some(Token::Op(op)) => {
-                let op = *op;
-                self.pos += 1;
-                Ok((position, op))
-            }
-            _ => Err(err(position, "expected an operator")),
-        }
-    }
-
-    fn value(&mut self) -> Result<(usize, String), FilterError> {
-        let position = self.here();
-        match self.peek().cloned() {
-            Some(Token::Str(s) | Token::Num(s) | Token::Word(s)) => {
-                self.pos += 1;
-                Ok((position, s))
-            }
-            _ => Err(err(position, "expected a value")),
-        }
-    }
-
-    fn primary(&mut self) -> Result<Sql, FilterError> {
-        let position = self.here();
-        match self.peek().cloned() {
-            Some(Token::LParen) => {
-                self.pos += 1;
-                let sql = self.expr()?;
-                if self.peek() == Some(&Token::RParen) {
-                    self.pos += 1;
-                    Ok(sql)
-                } else {
-                    Err(err(self.here(), "expected `)`"))
-                }
-            }
-            Some(Token::Word(field)) if field == "activity" => {
-                self.pos += 1;
-                self.activity()
-            }
-            Some(Token::Word(field)) => {
-                self.pos += 1;
-                let kind = FIELDS
-                    .iter()
-                    .find(|(name, _)| *name == field)
-                    .map(|(_, kind)| *kind)
-                    .ok_or_else(|| err(position, format!("unknown field `{field}`")))?;
-                let (op_position, op) = self.op()?;
-                let (value_position, raw) = self.value()?;
-                self.comparison(&field, kind, op, op_position, &raw, value_position)
-            }
-            Some(token) => Err(err(position, format!("unexpected {token:?}"))),
-            None => Err(err(position, "unexpected end of filter")),
         }
     }
 
@@ -311,28 +189,28 @@ impl Parser {
         Ok(sql)
     }
 
-    fn activity(&mut self) -> Result<Sql, FilterError> {
-        if self.peek() != Some(&Token::LParen) {
-            return Err(err(self.here(), "expected `(` after `activity`"));
+    fn activity(&self, cursor: &mut Cursor) -> Result<Sql, FilterError> {
+        if cursor.peek() != Some(&Token::LParen) {
+            return Err(err(cursor.here(), "expected `(` after `activity`"));
         }
-        self.pos += 1;
+        cursor.advance();
         let mut sql =
             Sql::new("(SELECT COUNT(*) FROM activities a WHERE a.parent = 'leads/' || leads.id");
         let mut seen: Vec<String> = Vec::new();
-        if self.peek() == Some(&Token::RParen) {
-            self.pos += 1;
+        if cursor.peek() == Some(&Token::RParen) {
+            cursor.advance();
         } else {
             loop {
-                let position = self.here();
-                let Some(Token::Word(arg)) = self.peek().cloned() else {
+                let position = cursor.here();
+                let Some(Token::Word(arg)) = cursor.peek().cloned() else {
                     return Err(err(position, "expected `kind`, `url` or `within`"));
                 };
                 if seen.contains(&arg) {
                     return Err(err(position, format!("`{arg}` is given twice")));
                 }
-                self.pos += 1;
-                let (op_position, op) = self.op()?;
-                let (value_position, raw) = self.value()?;
+                cursor.advance();
+                let (op_position, op) = cursor.op()?;
+                let (value_position, raw) = cursor.value()?;
                 match (arg.as_str(), op) {
                     ("kind", "=") => {
                         let full = if raw.starts_with("ACTIVITY_KIND_") {
@@ -376,25 +254,25 @@ impl Parser {
                     }
                 }
                 seen.push(arg);
-                match self.peek() {
-                    Some(Token::Comma) => self.pos += 1,
+                match cursor.peek() {
+                    Some(Token::Comma) => cursor.advance(),
                     Some(Token::RParen) => {
-                        self.pos += 1;
+                        cursor.advance();
                         break;
                     }
-                    _ => return Err(err(self.here(), "expected `,` or `)`")),
+                    _ => return Err(err(cursor.here(), "expected `,` or `)`")),
                 }
             }
         }
         sql.push(")");
-        let (op_position, op) = self.op()?;
+        let (op_position, op) = cursor.op()?;
         if matches!(op, ":" | "~") {
             return Err(err(
                 op_position,
                 "compare the activity count with = != < <= > >=",
             ));
         }
-        let (position, raw) = self.value()?;
+        let (position, raw) = cursor.value()?;
         let count: i64 = raw
             .parse()
             .map_err(|_| err(position, "the activity count is compared with an integer"))?;
