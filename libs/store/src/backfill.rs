@@ -66,8 +66,10 @@ impl Store {
             if *stopping.borrow() {
                 return Ok(total);
             }
+            let span = tracing::info_span!("store.backfill_chunk", kizuna.backfill = %name);
             let step = self
                 .backfill_chunk::<T>(&name, column, index, kind, chunk)
+                .instrument(span)
                 .await?;
             total.read += step.read;
             total.written += step.written;

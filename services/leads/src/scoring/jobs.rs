@@ -225,7 +225,8 @@ impl Runner {
             if *stopping.borrow() {
                 return Ok(());
             }
-            if !self.chunk(id).await? {
+            let chunk = tracing::info_span!("leads.rescoring_chunk", kizuna.rescoring_job = id);
+            if !self.chunk(id).instrument(chunk).await? {
                 return Ok(());
             }
             if !pause.is_zero() {

@@ -275,7 +275,10 @@ pub async fn flush(store: &Store) -> Result<usize, ApiError> {
 pub fn spawn_flusher(store: Store, interval: Duration, mut stopping: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
-            let announced = match flush(&store).await {
+            let announced = match flush(&store)
+                .instrument(tracing::info_span!("leads.flush_score_changes"))
+                .await
+            {
                 Ok(n) => n,
                 Err(error) => {
                     tracing::warn!(%error, "lead.score_changed flush failed; retrying");
