@@ -351,4 +351,95 @@ mod tests {
         assert!(compile("stage = LIFECYCLE_STAGE_MQL", Backend::Sqlite, 0).is_ok());
         assert!(compile(&"NOT ".repeat(100), Backend::Sqlite, 0).is_err());
     }
+
+    /// Random filters from the grammar compile; the same filters with a character deleted or a
+    /// stray piece inserted never panic, an error points inside the filter (or at its end), and
+    /// a success still binds the quoted values rather than splicing them.
+    #[test]
+    fn random_filters_compile_or_fail_cleanly() {
+        const STRAY: &[&str] = &[
+            "(", ")", ",", "=", "~", ":", "\"", "'", ";", "--", "%", "_", "Ａ", "\\", "NOT", "AND",
+            "OR", "activity", "-", "1e999",
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        fn pick<'a>(next: &mut impl FnMut(usize) -> usize, from: &[&'a str]) -> &'a str {
+            from[next(from.len())]
+        }
+        fn expr(next: &mut impl FnMut(usize) -> usize, depth: usize) -> String {
+            let ops = ["=", "!=", "<", "<=", ">", ">="];
+            match if depth > 3 { 0 } else { next(5) } {
+                0 => match next(6) {
+                    0 => format!("score {} {}", pick(next, &ops), next(200)),
+                    1 => format!(
+                        "grade {} \"{}\"",
+                        pick(next, &ops),
+                        pick(next, &["A", "B", "C", "D"])
+                    ),
+                    2 => format!(
+                        "stage {} {}",
+                        pick(next, &["=", "!="]),
+                        pick(next, &["MQL", "LEAD", "LIFECYCLE_STAGE_SQL"])
+                    ),
+                    3 => format!("tags : \"{}\"", pick(next, &["vip", "x'y", "DROP"])),
+                    4 => format!(
+                        "email : \"{}\"",
+                        pick(next, &["x'y", "%_", "DROP TABLE leads; --"])
+                    ),
+                    _ => format!(
+                        "activity(kind = \"{}\", url ~ \"{}\", within = \"{}\") {} {}",
+                        pick(next, &["PAGE_VIEW", "EMAIL_CLICK"]),
+                        pick(next, &["/pricing", "x'y"]),
+                        pick(next, &["7d", "12h", "30m"]),
+                        pick(next, &ops),
+                        next(5)
+                    ),
+                },
+                1 => format!("{} AND {}", expr(next, depth + 1), expr(next, depth + 1)),
+                2 => format!("{} OR {}", expr(next, depth + 1), expr(next, depth + 1)),
+                3 => format!("NOT {}", expr(next, depth + 1)),
+                _ => format!("({})", expr(next, depth + 1)),
+            }
+        }
+        let columns = [
+            kizuna_store::Column::text("email"),
+            kizuna_store::Column::float("score"),
+        ];
+        for _ in 0..2_000 {
+            let valid = expr(&mut next, 0);
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                let sql = compile(&valid, backend, 0).unwrap_or_else(|e| panic!("{valid}: {e:?}"));
+                assert!(
+                    !sql.text().contains("x'y") && !sql.text().contains("DROP"),
+                    "{valid}"
+                );
+            }
+            let mut chars: Vec<char> = valid.chars().collect();
+            let at = next(chars.len() + 1);
+            if next(2) == 0 && at < chars.len() {
+                chars.remove(at);
+            } else {
+                let stray: Vec<char> = pick(&mut next, STRAY).chars().collect();
+                chars.splice(at..at, stray);
+            }
+            let mutated: String = chars.iter().collect();
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                match compile(&mutated, backend, 0) {
+                    Ok(sql) => assert!(
+                        !sql.text().contains("x'y") && !sql.text().contains("DROP"),
+                        "{mutated}"
+                    ),
+                    Err(e) => assert!(e.position <= chars.len(), "{mutated}: {e:?}"),
+                }
+                if let Err(e) = kizuna_store::filter::compile(&mutated, &columns, backend) {
+                    assert!(e.position <= chars.len(), "{mutated}: {e:?}");
+                }
+            }
+        }
+    }
 }
