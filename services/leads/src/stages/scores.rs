@@ -4,7 +4,8 @@
 //! in-order activity is scored without re-reading the lead's activities), the score and grade
 //! last stored, and what the last `lead.score_changed` event announced. A write that moves the
 //! score by at least [`SCORE_EPSILON`] (or changes the grade) sets `pending`; [`flush`] — run
-//! every second by [`spawn_flusher`] — emits ONE `lead.score_changed` event listing every pending
+//! every second by [`spawn_flusher`] while scores are being written (every 30 s when idle, for
+//! flags another replica left) — emits ONE `lead.score_changed` event listing every pending
 //! lead ([`LeadScoreChanges`], coalesced per lead) and clears the flags in the same transaction.
 //! So a burst of page views gives one event per lead per flush, not one per view, and no change
 //! is lost: the flag is written in the transaction that stored the score.
@@ -30,6 +31,22 @@ pub const SCORE_EPSILON: f64 = 0.001;
 pub const MAX_CHANGES_PER_EVENT: i64 = 5_000;
 /// Advisory lock key that keeps one flusher at a time across replicas (PostgreSQL).
 const FLUSH_LOCK: i64 = 0x6b69_7a75_6e61_0002;
+/// How long after this process last stored score rows the flusher keeps polling at its interval
+/// (the writing transaction may commit a while after [`store`]).
+const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+/// An idle flusher polls once per this many intervals: rows flagged by another replica that
+/// stopped before flushing them, or by this one before a restart.
+const IDLE_EVERY: u32 = 30;
+
+/// When this process last stored score rows (microseconds since the epoch; 0: never).
+static LAST_STORE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Whether score rows were stored here within [`ACTIVE_WINDOW`].
+fn recently_stored() -> bool {
+    let last = LAST_STORE.load(std::sync::atomic::Ordering::Relaxed);
+    let window = i64::try_from(ACTIVE_WINDOW.as_micros()).unwrap_or(i64::MAX);
+    last > 0 && kizuna_db::now_micros().saturating_sub(last) < window
+}
 
 /// One lead's stored row.
 #[derive(Clone, Debug, Default)]
@@ -113,6 +130,12 @@ pub struct Write<'a> {
 /// Stores the rows of `writes` (insert or replace), flagging the ones an event should announce.
 pub async fn store(tx: &mut WriteTx<'_>, writes: &[Write<'_>]) -> Result<(), ApiError> {
     const BINDS: usize = 8;
+    if !writes.is_empty() {
+        LAST_STORE.store(
+            kizuna_db::now_micros(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     let size = |w: &Write<'_>| {
         w.lead.len()
             + w.state.map_or(0, |s| s.model.len() + s.encoded_len())
@@ -271,22 +294,29 @@ pub async fn flush(store: &Store) -> Result<usize, ApiError> {
     Ok(announced)
 }
 
-/// Runs [`flush`] every `interval` (and again at once while a flush was full) until `stopping`.
+/// Runs [`flush`] every `interval` while this process stores scores (and again at once while a
+/// flush was full), every [`IDLE_EVERY`] intervals when idle, and once more on `stopping`.
 pub fn spawn_flusher(store: Store, interval: Duration, mut stopping: watch::Receiver<bool>) {
     tokio::spawn(async move {
+        let mut idle_ticks = 0;
         loop {
-            let announced = match flush(&store)
-                .instrument(tracing::info_span!("leads.flush_score_changes"))
-                .await
-            {
-                Ok(n) => n,
-                Err(error) => {
-                    tracing::warn!(%error, "lead.score_changed flush failed; retrying");
-                    0
+            if recently_stored() || idle_ticks >= IDLE_EVERY {
+                idle_ticks = 0;
+                let announced = match flush(&store)
+                    .instrument(tracing::info_span!("leads.flush_score_changes"))
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(error) => {
+                        tracing::warn!(%error, "lead.score_changed flush failed; retrying");
+                        0
+                    }
+                };
+                if announced as i64 >= MAX_CHANGES_PER_EVENT {
+                    continue;
                 }
-            };
-            if announced as i64 >= MAX_CHANGES_PER_EVENT {
-                continue;
+            } else {
+                idle_ticks += 1;
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
