@@ -205,6 +205,7 @@ async fn streamed_ingest_scores_incrementally(backend: Backend) {
     assert_eq!(response.accepted_count, 20 + 10 + 1, "{response:?}");
     assert_eq!(response.replayed_count, 1, "the repeated request id");
     assert_eq!(response.qualified_count, 10);
+    assert_eq!(response.failed_count, response.failures.len() as i64);
     let failures: Vec<(i64, i32, Vec<String>)> = response
         .failures
         .iter()
@@ -313,6 +314,42 @@ async fn streamed_ingest_scores_incrementally(backend: Backend) {
     // for content; here: an empty stream is fine.)
     let empty = send(&mut client, Vec::new()).await;
     assert_eq!(empty, TrackActivitiesResponse::default());
+
+    // A stream of mostly bad rows: all are counted, the first 1000 are listed in index order,
+    // and the good ones at its end still land.
+    let rows: Vec<TrackActivityRequest> = (0..2_500)
+        .map(|i| {
+            if i % 25 == 0 {
+                TrackActivityRequest {
+                    parent: leads[0].clone(),
+                    activity: Some(Activity::default()),
+                    request_id: String::new(),
+                }
+            } else if i >= 2_495 {
+                row(&leads[0], &format!("https://example.jp/late/{i}"), base, "")
+            } else {
+                row(
+                    &format!("leads/missing-{i}"),
+                    "https://example.jp/",
+                    base,
+                    "",
+                )
+            }
+        })
+        .collect();
+    let messages = rows
+        .chunks(700)
+        .map(|chunk| TrackActivitiesRequest {
+            activities: chunk.to_vec(),
+        })
+        .collect();
+    let mostly_bad = send(&mut client, messages).await;
+    assert_eq!(mostly_bad.accepted_count, 5);
+    assert_eq!(mostly_bad.failed_count, 2_495);
+    let indexes: Vec<i64> = mostly_bad.failures.iter().map(|f| f.index).collect();
+    assert_eq!(indexes, (0..1_000).collect::<Vec<i64>>());
+    assert_eq!(mostly_bad.failures[0].code, Code::InvalidArgument as i32);
+    assert_eq!(mostly_bad.failures[1].code, Code::NotFound as i32);
     let _ = running.stop().await;
 }
 

@@ -42,10 +42,35 @@ struct PendingRow {
     request_id: String,
 }
 
+/// Most row failures one response lists (in index order); `failed_count` counts them all.
+pub const MAX_REPORTED_FAILURES: usize = 1_000;
+
 /// What one stream did so far.
 #[derive(Debug, Default)]
 struct Tally {
     response: TrackActivitiesResponse,
+}
+
+impl Tally {
+    /// Records a refused row, keeping the memory of a stream of bad rows bounded.
+    fn fail(&mut self, failure: kizuna_proto::leads::RowError) {
+        self.response.failed_count += 1;
+        self.list(failure);
+    }
+
+    /// Lists a failure already counted.
+    fn list(&mut self, failure: kizuna_proto::leads::RowError) {
+        self.response.failures.push(failure);
+        if self.response.failures.len() >= 2 * MAX_REPORTED_FAILURES {
+            self.keep_first_failures();
+        }
+    }
+
+    /// Keeps the failures of the lowest row indexes, at most [`MAX_REPORTED_FAILURES`].
+    fn keep_first_failures(&mut self) {
+        self.response.failures.sort_by_key(|f| f.index);
+        self.response.failures.truncate(MAX_REPORTED_FAILURES);
+    }
 }
 
 /// Checks one row and fills its defaults.
@@ -110,7 +135,7 @@ async fn read_and_write(
             for request in message.activities {
                 match prepare(index, request) {
                     Ok(row) => pending.push(row),
-                    Err(error) => tally.response.failures.push(row_error(index, error)),
+                    Err(error) => tally.fail(row_error(index, error)),
                 }
                 index += 1;
             }
@@ -137,7 +162,7 @@ async fn read_and_write(
     while let Some(batch) = writing.pop_front() {
         merge(&mut tally, join(batch).await?);
     }
-    tally.response.failures.sort_by_key(|f| f.index);
+    tally.keep_first_failures();
     Ok(tally.response)
 }
 
@@ -151,7 +176,10 @@ fn merge(into: &mut Tally, batch: Tally) {
     into.response.accepted_count += batch.response.accepted_count;
     into.response.replayed_count += batch.response.replayed_count;
     into.response.qualified_count += batch.response.qualified_count;
-    into.response.failures.extend(batch.response.failures);
+    into.response.failed_count += batch.response.failed_count;
+    for failure in batch.response.failures {
+        into.list(failure);
+    }
 }
 
 /// Writes one batch, retrying when a concurrent writer conflicted with it.
@@ -210,7 +238,7 @@ async fn try_batch(store: &Store, mut rows: Vec<PendingRow>) -> Result<Tally, Ap
                 kind: "Lead",
                 name: row.parent.clone(),
             };
-            tally.response.failures.push(row_error(row.index, error));
+            tally.fail(row_error(row.index, error));
             continue;
         }
         inserts.push((parent.clone(), String::new(), row.activity));
