@@ -240,6 +240,19 @@ async fn segments_select_their_members(backend: Backend) {
         ("activity() >= 1", set(&[&a, &b, &c, &d, &f])),
         (r#"activity(kind = "FORM_SUBMIT") > 0"#, set(&[])),
         (r#"activity(url ~ "50%_off") >= 1"#, set(&[&c])),
+        // Pricing views: a 2, b 1, c 0, d 0, f 2 (counts are cut at n + 1; every comparison
+        // still holds).
+        (r#"activity(url ~ "/pricing") < 2"#, set(&[&b, &c, &d])),
+        (r#"activity(url ~ "/pricing") != 1"#, set(&[&a, &c, &d, &f])),
+        (r#"activity(url ~ "/pricing") = 2"#, set(&[&a, &f])),
+        (
+            r#"activity(url ~ "/pricing") <= 1 AND activity(url ~ "/pricing") > 0"#,
+            set(&[&b]),
+        ),
+        (
+            r#"activity(url ~ "/pricing") > -1"#,
+            set(&[&a, &b, &c, &d, &f]),
+        ),
         (
             r#"NOT (tags : "vip") AND (industry = "software" OR country_code = "JP")"#,
             set(&[&c]),

@@ -194,8 +194,7 @@ impl SegmentTerms {
             return Err(err(cursor.here(), "expected `(` after `activity`"));
         }
         cursor.advance();
-        let mut sql =
-            Sql::new("(SELECT COUNT(*) FROM activities a WHERE a.parent = 'leads/' || leads.id");
+        let mut sql = Sql::new("SELECT 1 FROM activities a WHERE a.parent = 'leads/' || leads.id");
         let mut seen: Vec<String> = Vec::new();
         if cursor.peek() == Some(&Token::RParen) {
             cursor.advance();
@@ -264,7 +263,6 @@ impl SegmentTerms {
                 }
             }
         }
-        sql.push(")");
         let (op_position, op) = cursor.op()?;
         if matches!(op, ":" | "~") {
             return Err(err(
@@ -276,8 +274,18 @@ impl SegmentTerms {
         let count: i64 = raw
             .parse()
             .map_err(|_| err(position, "the activity count is compared with an integer"))?;
-        sql.push(&format!(" {op} ")).bind(count);
-        Ok(sql)
+        // Counting up to count + 1 decides every comparison with `count` (min(n, count + 1)
+        // compares as n does), so a lead with thousands of matching activities costs no more
+        // than count + 1 index entries.
+        let mut counted = Sql::new("(SELECT COUNT(*) FROM (");
+        counted
+            .append(sql)
+            .push(" LIMIT ")
+            .bind(count.saturating_add(1).max(0))
+            .push(") counted)")
+            .push(&format!(" {op} "))
+            .bind(count);
+        Ok(counted)
     }
 }
 
@@ -308,8 +316,9 @@ mod tests {
         .expect("compiles");
         assert_eq!(
             sql.text(),
-            "(((SELECT COUNT(*) FROM activities a WHERE a.parent = 'leads/' || leads.id \
-             AND a.kind = $1 AND strpos(a.url, $2) > 0 AND a.occur_time >= $3) >= $4))"
+            "(((SELECT COUNT(*) FROM (SELECT 1 FROM activities a WHERE a.parent = 'leads/' || \
+             leads.id AND a.kind = $1 AND strpos(a.url, $2) > 0 AND a.occur_time >= $3 LIMIT $4) \
+             counted) >= $5))"
         );
     }
 
