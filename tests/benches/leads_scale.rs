@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Sizes (environment): `KIZUNA_BENCH_INGEST_LEADS` (10 000), `KIZUNA_BENCH_ACTIVITIES`
-//! (500 000), `KIZUNA_BENCH_UNARY_CALLS` (4 000), `KIZUNA_BENCH_SCALE_LEADS` (1 000 000).
+//! (500 000), `KIZUNA_BENCH_IMPORT_ROWS` (5 000), `KIZUNA_BENCH_UNARY_CALLS` (4 000),
+//! `KIZUNA_BENCH_SCALE_LEADS` (1 000 000).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -109,6 +110,43 @@ fn activity(i: usize, leads: usize, base: i64) -> (usize, Activity) {
         ..Default::default()
     };
     (lead, activity)
+}
+
+/// Sends `rows` leads through one `ImportLeads` stream; every tenth row repeats an earlier
+/// row's e-mail in full-width capitals (a duplicate to merge).
+async fn import(
+    client: &mut LeadsServiceClient<Authed>,
+    rows: usize,
+) -> (Duration, ImportLeadsResponse) {
+    let requests: Vec<ImportLeadsRequest> = (0..rows)
+        .map(|i| {
+            let email = if i % 10 == 9 {
+                let ascii = format!("IMPORT{}@EXAMPLE.JP", i - 5);
+                ascii
+                    .chars()
+                    .map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap_or(c))
+                    .collect()
+            } else {
+                format!("import{i}@example.jp")
+            };
+            ImportLeadsRequest {
+                lead: Some(Lead {
+                    email,
+                    family_name: "山田".into(),
+                    company: format!("Company {}", i % 97),
+                    ..Default::default()
+                }),
+                request_id: format!("import-{i}"),
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let response = client
+        .import_leads(futures::stream::iter(requests))
+        .await
+        .expect("import")
+        .into_inner();
+    (started.elapsed(), response)
 }
 
 /// Creates a segment with `filter` and counts its members three times: the median time and
@@ -494,6 +532,21 @@ async fn main() {
     );
     println!("ratio ingest/bare = {:.2}", ingest_rate / bare_rate);
     println!("service peak RSS: {rss_before:.1} MiB before ingest, {rss_ingest:.1} MiB after");
+
+    // 1b. ImportLeads: one stream of rows, every tenth a full-width spelling of an earlier
+    // row's e-mail (merged), captured row by row.
+    let import_rows = size("KIZUNA_BENCH_IMPORT_ROWS", 5_000);
+    if import_rows > 0 {
+        let (took, imported) = import(&mut client, import_rows).await;
+        println!(
+            "ImportLeads: {import_rows} rows in {:.2}s = {:.0} rows/s ({} created, {} merged, {} failed)",
+            took.as_secs_f64(),
+            import_rows as f64 / took.as_secs_f64(),
+            imported.created_count,
+            imported.merged_count,
+            imported.failed_count
+        );
+    }
 
     // 2. Unary TrackActivity latency.
     let latencies = unary(&client, &names, unary_calls).await;
