@@ -44,6 +44,20 @@ pub trait DomainService: 'static {
     ) -> Routes;
 }
 
+/// The routes of one generated tonic service server, sized by [`message_limits`]:
+/// `kizuna_server::routes!(DealsServiceServer::new(api), settings)`.
+#[macro_export]
+macro_rules! routes {
+    ($server:expr, $settings:expr) => {{
+        let (decoding, encoding) = $crate::message_limits($settings);
+        ::tonic::service::Routes::new(
+            $server
+                .max_decoding_message_size(decoding)
+                .max_encoding_message_size(encoding),
+        )
+    }};
+}
+
 /// The decoding and encoding limits of a service's messages: the configured request limit, and
 /// at least [`MIN_ENCODING_LIMIT`] for responses.
 pub fn message_limits(settings: &Settings) -> (usize, usize) {

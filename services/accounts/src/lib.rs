@@ -51,11 +51,10 @@ impl DomainService for Accounts {
         settings: &Settings,
         _stopping: watch::Receiver<bool>,
     ) -> Routes {
-        let (decoding, encoding) = kizuna_server::message_limits(settings);
-        let service = AccountsServiceServer::new(grpc::AccountsApi::new(store))
-            .max_decoding_message_size(decoding)
-            .max_encoding_message_size(encoding);
-        Routes::new(service)
+        kizuna_server::routes!(
+            AccountsServiceServer::new(grpc::AccountsApi::new(store)),
+            settings
+        )
     }
 }
 
@@ -63,8 +62,3 @@ impl DomainService for Accounts {
 /// opens and migrates the database and binds the port,
 /// [`Application::run_until_stopped`](kizuna_server::Application::run_until_stopped) serves.
 pub type Application = kizuna_server::Application<Accounts>;
-
-/// Applies the accounts migrations to the configured database.
-pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
-    Application::migrate(settings).await
-}

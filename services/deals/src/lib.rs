@@ -52,11 +52,10 @@ impl DomainService for Deals {
         settings: &Settings,
         _stopping: watch::Receiver<bool>,
     ) -> Routes {
-        let (decoding, encoding) = kizuna_server::message_limits(settings);
-        let service = DealsServiceServer::new(grpc::DealsApi::new(store))
-            .max_decoding_message_size(decoding)
-            .max_encoding_message_size(encoding);
-        Routes::new(service)
+        kizuna_server::routes!(
+            DealsServiceServer::new(grpc::DealsApi::new(store)),
+            settings
+        )
     }
 }
 
@@ -64,8 +63,3 @@ impl DomainService for Deals {
 /// opens and migrates the database and binds the port,
 /// [`Application::run_until_stopped`](kizuna_server::Application::run_until_stopped) serves.
 pub type Application = kizuna_server::Application<Deals>;
-
-/// Applies the deals migrations to the configured database.
-pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
-    Application::migrate(settings).await
-}

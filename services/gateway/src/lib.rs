@@ -55,11 +55,10 @@ impl DomainService for Gateway {
         settings: &Settings,
         _stopping: watch::Receiver<bool>,
     ) -> Routes {
-        let (decoding, encoding) = kizuna_server::message_limits(settings);
-        let service = GatewayServiceServer::new(grpc::GatewayApi::new(store, upstreams))
-            .max_decoding_message_size(decoding)
-            .max_encoding_message_size(encoding);
-        Routes::new(service)
+        kizuna_server::routes!(
+            GatewayServiceServer::new(grpc::GatewayApi::new(store, upstreams)),
+            settings
+        )
     }
 }
 
@@ -67,8 +66,3 @@ impl DomainService for Gateway {
 /// the clients of the domain services, opens and migrates the database and binds the port,
 /// [`Application::run_until_stopped`](kizuna_server::Application::run_until_stopped) serves.
 pub type Application = kizuna_server::Application<Gateway>;
-
-/// Applies the gateway migrations to the configured database.
-pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
-    Application::migrate(settings).await
-}

@@ -193,10 +193,10 @@ async fn migrate(settings: Settings, service: ServiceName) -> ExitCode {
         return config_error(&error);
     }
     let result = match service {
-        ServiceName::Leads => kizuna_leads::migrate(&settings).await,
-        ServiceName::Deals => kizuna_deals::migrate(&settings).await,
-        ServiceName::Accounts => kizuna_accounts::migrate(&settings).await,
-        ServiceName::Gateway => kizuna_gateway::migrate(&settings).await,
+        ServiceName::Leads => kizuna_leads::Application::migrate(&settings).await,
+        ServiceName::Deals => kizuna_deals::Application::migrate(&settings).await,
+        ServiceName::Accounts => kizuna_accounts::Application::migrate(&settings).await,
+        ServiceName::Gateway => kizuna_gateway::Application::migrate(&settings).await,
     };
     match result {
         Ok(applied) => {

@@ -58,11 +58,10 @@ impl DomainService for Leads {
         capture::spawn_backfills(store.clone(), stopping.clone());
         let jobs = scoring::jobs::Runner::new(store.clone(), leads);
         jobs.clone().spawn(stopping);
-        let (decoding, encoding) = kizuna_server::message_limits(settings);
-        let service = LeadsServiceServer::new(grpc::LeadsApi::new(store, jobs))
-            .max_decoding_message_size(decoding)
-            .max_encoding_message_size(encoding);
-        Routes::new(service)
+        kizuna_server::routes!(
+            LeadsServiceServer::new(grpc::LeadsApi::new(store, jobs)),
+            settings
+        )
     }
 }
 
@@ -70,8 +69,3 @@ impl DomainService for Leads {
 /// opens and migrates the database and binds the port,
 /// [`Application::run_until_stopped`](kizuna_server::Application::run_until_stopped) serves.
 pub type Application = kizuna_server::Application<Leads>;
-
-/// Applies the leads migrations to the configured database.
-pub async fn migrate(settings: &Settings) -> Result<usize, StartError> {
-    Application::migrate(settings).await
-}

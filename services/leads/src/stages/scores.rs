@@ -33,10 +33,10 @@ pub const MAX_CHANGES_PER_EVENT: i64 = 5_000;
 const FLUSH_LOCK: i64 = 0x6b69_7a75_6e61_0002;
 /// How long after this process last stored score rows the flusher keeps polling at its interval
 /// (the writing transaction may commit a while after [`store`]).
-const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 /// An idle flusher polls once per this many intervals: rows flagged by another replica that
 /// stopped before flushing them, or by this one before a restart.
-const IDLE_EVERY: u32 = 30;
+pub const IDLE_EVERY: u32 = 30;
 
 /// When this process last stored score rows (microseconds since the epoch; 0: never).
 static LAST_STORE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
