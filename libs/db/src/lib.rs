@@ -163,6 +163,15 @@ impl Database {
         self.backend
     }
 
+    /// The clause that row-locks what a `SELECT` reads for change: ` FOR UPDATE` on PostgreSQL,
+    /// nothing on SQLite (whose write transactions already hold the database's write lock).
+    pub fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
     /// The database name (`db.namespace` in spans).
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -24,7 +24,6 @@
 use sqlx::Row;
 use tracing::Instrument;
 
-use kizuna_db::Backend;
 use kizuna_errors::ApiError;
 
 use crate::table::{ColumnKind, Table, Value};
@@ -92,11 +91,7 @@ impl Store {
         chunk: usize,
     ) -> Result<Backfilled, ApiError> {
         let db = self.db().clone();
-        let lock = if db.backend() == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = db.for_update();
         let mut tx = self.begin().await?;
         let mut sql =
             Sql::new("SELECT after_parent, after_id, done FROM column_backfills WHERE name = ");

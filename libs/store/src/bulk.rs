@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use kizuna_db::Backend;
 use kizuna_errors::ApiError;
 use prost::Message;
 use sqlx::Row;
@@ -88,11 +87,7 @@ impl WriteTx<'_> {
         }
         keys.sort();
         keys.dedup();
-        let lock = if self.store.db.backend() == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = self.store.db.for_update();
         let mut found = HashMap::with_capacity(keys.len());
         // One parent per statement (`parent = ? AND id IN (...)`): a list of (parent, id) pairs
         // plans as one index probe per pair, ~10x slower for a few hundred keys on PostgreSQL.

@@ -18,7 +18,7 @@ pub mod table;
 pub mod time;
 
 use futures::Stream;
-use kizuna_db::{Backend, Database, Migration};
+use kizuna_db::{Database, Migration};
 use kizuna_proto::kizuna::events::v1::Event;
 use prost::Message;
 use sqlx::{Any, Row, Transaction};
@@ -362,14 +362,31 @@ impl Store {
         E: From<ApiError>,
         F: AsyncFnOnce(&mut WriteTx<'_>, &T::Message) -> Result<(), E>,
     {
+        self.create_by::<T, E, _>(request_id, async |tx| {
+            check(tx, &message).await?;
+            let created = tx.insert::<T>(parent, id, message).await?;
+            tx.emit::<T>("created", &created).await?;
+            Ok(created)
+        })
+        .await
+    }
+
+    /// The idempotent frame of every create: answers a retry of `request_id` with the first
+    /// response; otherwise runs `create` in a write transaction (it inserts the resource and
+    /// emits its events) and commits it with the response recorded. For creates that do more
+    /// than [`Store::create_with`] (e.g. score a new lead in the same transaction).
+    pub async fn create_by<T, E, F>(&self, request_id: &str, create: F) -> Result<T::Message, E>
+    where
+        T: Table,
+        E: From<ApiError>,
+        F: AsyncFnOnce(&mut WriteTx<'_>) -> Result<T::Message, E>,
+    {
         let method = format!("Create{}", T::KIND);
         let mut tx = self.begin().await?;
         if let Some(previous) = tx.recall::<T>(&method, request_id).await? {
             return Ok(previous);
         }
-        check(&mut tx, &message).await?;
-        let created = tx.insert::<T>(parent, id, message).await?;
-        tx.emit::<T>("created", &created).await?;
+        let created = create(&mut tx).await?;
         Ok(tx.commit_created::<T>(&method, request_id, created).await?)
     }
 
@@ -586,11 +603,7 @@ impl WriteTx<'_> {
     /// Reads one resource for change (row-locked on PostgreSQL).
     pub async fn get<T: Table>(&mut self, name: &str) -> Result<T::Message, ApiError> {
         let parsed = parse_name::<T>(name).ok_or_else(|| bad_name::<T>("name"))?;
-        let lock = if self.store.db.backend() == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = self.store.db.for_update();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT data FROM {} WHERE id = $1 AND parent = $2{lock}",
             T::TABLE

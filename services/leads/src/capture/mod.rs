@@ -141,18 +141,14 @@ fn prepare_new(mut lead: Lead) -> Lead {
 pub async fn create(store: &Store, lead: Lead, lead_id: &str, request_id: &str) -> Result<Lead> {
     validate(&lead, "lead")?;
     let lead = prepare_new(lead);
-    let method = "CreateLead";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Leads>(method, request_id).await? {
-        return Ok(previous);
-    }
-    if let Some((key, existing)) = find_duplicate(&mut tx, &lead, "").await? {
-        return Err(Error::DuplicateLead { key, existing });
-    }
-    let created = insert_graded(&mut tx, lead, lead_id, method).await?;
-    Ok(tx
-        .commit_created::<Leads>(method, request_id, created)
-        .await?)
+    store
+        .create_by::<Leads, Error, _>(request_id, async |tx| {
+            if let Some((key, existing)) = find_duplicate(tx, &lead, "").await? {
+                return Err(Error::DuplicateLead { key, existing });
+            }
+            insert_graded(tx, lead, lead_id, "CreateLead").await
+        })
+        .await
 }
 
 /// Inserts a new lead, grades (and scores) it at once under the published model, and emits

@@ -274,11 +274,7 @@ impl Runner {
                 return Ok(false);
             }
         };
-        let lock = if db.backend() == kizuna_db::Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = db.for_update();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT data FROM leads WHERE parent = $1 AND id > $2 ORDER BY id LIMIT $3{lock}"
         )))

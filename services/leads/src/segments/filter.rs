@@ -42,10 +42,6 @@ const FIELDS: &[(&str, Kind)] = &[
     ("tags", Kind::Tags),
 ];
 
-fn err(position: usize, message: impl Into<String>) -> FilterError {
-    FilterError::at(position, message)
-}
-
 /// Compiles a segment filter to a SQL condition over the `leads` table. `now_micros` is the
 /// reference time of `within` windows.
 pub fn compile(filter: &str, backend: Backend, now_micros: i64) -> Result<Sql, FilterError> {
@@ -56,7 +52,7 @@ pub fn compile(filter: &str, backend: Backend, now_micros: i64) -> Result<Sql, F
             now_micros,
         },
     )?
-    .ok_or_else(|| err(0, "the filter is empty"))
+    .ok_or_else(|| FilterError::at(0, "the filter is empty"))
 }
 
 /// The terms of the segment language: lead fields, tags, and `activity(...)` counts.
@@ -69,7 +65,7 @@ impl Terms for SegmentTerms {
     fn term(&mut self, cursor: &mut Cursor) -> Result<Sql, FilterError> {
         let (position, field) = cursor
             .word()
-            .ok_or_else(|| err(cursor.here(), "expected a field"))?;
+            .ok_or_else(|| FilterError::at(cursor.here(), "expected a field"))?;
         if field == "activity" {
             return self.activity(cursor);
         }
@@ -77,7 +73,7 @@ impl Terms for SegmentTerms {
             .iter()
             .find(|(name, _)| *name == field)
             .map(|(_, kind)| *kind)
-            .ok_or_else(|| err(position, format!("unknown field `{field}`")))?;
+            .ok_or_else(|| FilterError::at(position, format!("unknown field `{field}`")))?;
         let (op_position, op) = cursor.op()?;
         let (value_position, raw) = cursor.value()?;
         self.comparison(&field, kind, op, op_position, &raw, value_position)
@@ -102,7 +98,7 @@ impl SegmentTerms {
         position: usize,
     ) -> Result<Sql, FilterError> {
         if op == "~" {
-            return Err(err(
+            return Err(FilterError::at(
                 op_position,
                 "`~` applies only to `url` inside activity(...)",
             ));
@@ -118,10 +114,16 @@ impl SegmentTerms {
             }
             Kind::Tags => {
                 if op != ":" {
-                    return Err(err(op_position, "`tags` takes only `:` (has tag)"));
+                    return Err(FilterError::at(
+                        op_position,
+                        "`tags` takes only `:` (has tag)",
+                    ));
                 }
                 if raw.is_empty() || raw.contains(char::is_whitespace) {
-                    return Err(err(position, "a tag is one word without spaces"));
+                    return Err(FilterError::at(
+                        position,
+                        "a tag is one word without spaces",
+                    ));
                 }
                 sql.push(&self.contains("tags"))
                     .bind(format!(" {raw} "))
@@ -130,30 +132,36 @@ impl SegmentTerms {
             Kind::Stage => {
                 let short = raw.strip_prefix("LIFECYCLE_STAGE_").unwrap_or(raw);
                 if op != "=" && op != "!=" {
-                    return Err(err(op_position, "`stage` takes `=` or `!=`"));
+                    return Err(FilterError::at(op_position, "`stage` takes `=` or `!=`"));
                 }
                 let full = format!("LIFECYCLE_STAGE_{short}");
                 if LifecycleStage::from_str_name(&full)
                     .is_none_or(|s| s == LifecycleStage::Unspecified)
                 {
-                    return Err(err(position, format!("`{raw}` is not a lifecycle stage")));
+                    return Err(FilterError::at(
+                        position,
+                        format!("`{raw}` is not a lifecycle stage"),
+                    ));
                 }
                 sql.push(&format!("stage {op} ")).bind(short);
             }
             Kind::Score => {
                 if op == ":" {
-                    return Err(err(op_position, "`score` is a number; `:` does not apply"));
+                    return Err(FilterError::at(
+                        op_position,
+                        "`score` is a number; `:` does not apply",
+                    ));
                 }
                 let value: f64 = raw
                     .parse()
                     .ok()
                     .filter(|v: &f64| v.is_finite())
-                    .ok_or_else(|| err(position, "`score` needs a number"))?;
+                    .ok_or_else(|| FilterError::at(position, "`score` needs a number"))?;
                 sql.push(&format!("score {op} ")).bind(value);
             }
             Kind::Grade => {
                 if !matches!(raw, "A" | "B" | "C" | "D") {
-                    return Err(err(position, "`grade` is one of A, B, C, D"));
+                    return Err(FilterError::at(position, "`grade` is one of A, B, C, D"));
                 }
                 // A is best and sorts first: "better or equal" is `<=` on the letters, and
                 // leads without a grade (empty) never match an ordering comparison.
@@ -164,7 +172,7 @@ impl SegmentTerms {
                     ">" => ("<", true),
                     "<=" => (">=", true),
                     "<" => (">", true),
-                    _ => return Err(err(op_position, "`grade` does not take `:`")),
+                    _ => return Err(FilterError::at(op_position, "`grade` does not take `:`")),
                 };
                 if graded {
                     sql.push("grade <> '' AND ");
@@ -179,10 +187,14 @@ impl SegmentTerms {
             }
             Kind::Time => {
                 if op == ":" {
-                    return Err(err(op_position, format!("`{field}` does not take `:`")));
+                    return Err(FilterError::at(
+                        op_position,
+                        format!("`{field}` does not take `:`"),
+                    ));
                 }
-                let micros = parse_rfc3339_micros(raw)
-                    .ok_or_else(|| err(position, format!("`{field}` needs an RFC 3339 time")))?;
+                let micros = parse_rfc3339_micros(raw).ok_or_else(|| {
+                    FilterError::at(position, format!("`{field}` needs an RFC 3339 time"))
+                })?;
                 sql.push(&format!("{field} {op} ")).bind(micros);
             }
         }
@@ -191,7 +203,10 @@ impl SegmentTerms {
 
     fn activity(&self, cursor: &mut Cursor) -> Result<Sql, FilterError> {
         if cursor.peek() != Some(&Token::LParen) {
-            return Err(err(cursor.here(), "expected `(` after `activity`"));
+            return Err(FilterError::at(
+                cursor.here(),
+                "expected `(` after `activity`",
+            ));
         }
         cursor.advance();
         let mut sql = Sql::new("SELECT 1 FROM activities a WHERE a.parent = 'leads/' || leads.id");
@@ -202,10 +217,13 @@ impl SegmentTerms {
             loop {
                 let position = cursor.here();
                 let Some(Token::Word(arg)) = cursor.peek().cloned() else {
-                    return Err(err(position, "expected `kind`, `url` or `within`"));
+                    return Err(FilterError::at(
+                        position,
+                        "expected `kind`, `url` or `within`",
+                    ));
                 };
                 if seen.contains(&arg) {
-                    return Err(err(position, format!("`{arg}` is given twice")));
+                    return Err(FilterError::at(position, format!("`{arg}` is given twice")));
                 }
                 cursor.advance();
                 let (op_position, op) = cursor.op()?;
@@ -220,7 +238,7 @@ impl SegmentTerms {
                         if ActivityKind::from_str_name(&full).is_none()
                             || full == "ACTIVITY_KIND_UNSPECIFIED"
                         {
-                            return Err(err(
+                            return Err(FilterError::at(
                                 value_position,
                                 format!("`{raw}` is not an activity kind"),
                             ));
@@ -236,7 +254,7 @@ impl SegmentTerms {
                     }
                     ("within", "=") => {
                         let window = parse_window(&raw).ok_or_else(|| {
-                            err(
+                            FilterError::at(
                                 value_position,
                                 "`within` is like \"7d\", \"12h\" or \"30m\"",
                             )
@@ -245,11 +263,16 @@ impl SegmentTerms {
                             .bind(self.now_micros.saturating_sub(window));
                     }
                     ("kind" | "within", _) => {
-                        return Err(err(op_position, format!("`{arg}` takes `=`")));
+                        return Err(FilterError::at(op_position, format!("`{arg}` takes `=`")));
                     }
-                    ("url", _) => return Err(err(op_position, "`url` takes `~` (contains)")),
+                    ("url", _) => {
+                        return Err(FilterError::at(op_position, "`url` takes `~` (contains)"));
+                    }
                     _ => {
-                        return Err(err(position, "expected `kind`, `url` or `within`"));
+                        return Err(FilterError::at(
+                            position,
+                            "expected `kind`, `url` or `within`",
+                        ));
                     }
                 }
                 seen.push(arg);
@@ -259,21 +282,21 @@ impl SegmentTerms {
                         cursor.advance();
                         break;
                     }
-                    _ => return Err(err(cursor.here(), "expected `,` or `)`")),
+                    _ => return Err(FilterError::at(cursor.here(), "expected `,` or `)`")),
                 }
             }
         }
         let (op_position, op) = cursor.op()?;
         if matches!(op, ":" | "~") {
-            return Err(err(
+            return Err(FilterError::at(
                 op_position,
                 "compare the activity count with = != < <= > >=",
             ));
         }
         let (position, raw) = cursor.value()?;
-        let count: i64 = raw
-            .parse()
-            .map_err(|_| err(position, "the activity count is compared with an integer"))?;
+        let count: i64 = raw.parse().map_err(|_| {
+            FilterError::at(position, "the activity count is compared with an integer")
+        })?;
         // Counting up to count + 1 decides every comparison with `count` (min(n, count + 1)
         // compares as n does), so a lead with thousands of matching activities costs no more
         // than count + 1 index entries.
