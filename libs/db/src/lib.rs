@@ -72,6 +72,37 @@ pub struct Database {
     backend: Backend,
     namespace: String,
     statement_bytes: usize,
+    required_schema: i64,
+}
+
+/// Whether a service's database can serve its calls now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// It answers and its schema is at least the binary's.
+    Ready,
+    /// It does not answer.
+    Unreachable,
+    /// It answers, but `kizuna migrate` has not brought its schema up to this binary's.
+    SchemaBehind {
+        /// The newest migration applied (0: none).
+        current: i64,
+        /// The newest migration this binary has.
+        required: i64,
+    },
+}
+
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Ready => f.write_str("ready"),
+            Readiness::Unreachable => f.write_str("database unreachable"),
+            Readiness::SchemaBehind { current, required } => write!(
+                f,
+                "database schema is at migration {current}, this binary needs {required}: \
+                 run `kizuna migrate`"
+            ),
+        }
+    }
 }
 
 /// Bytes of bound values one multi-row statement carries at most over TCP: under Linux's
@@ -139,7 +170,49 @@ impl Database {
             backend,
             namespace,
             statement_bytes,
+            required_schema: 0,
         })
+    }
+
+    /// This database with `migrations` as what the binary needs: [`Database::readiness`] reports
+    /// [`Readiness::SchemaBehind`] until the newest of them is applied.
+    pub fn requiring(mut self, migrations: &[Migration]) -> Self {
+        self.required_schema = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        self
+    }
+
+    /// The newest migration this binary has (0 when not set with [`Database::requiring`]): the
+    /// schema revision rows written by this binary record.
+    pub fn schema_revision(&self) -> i64 {
+        self.required_schema
+    }
+
+    /// Whether the database answers and its schema is what the binary needs (one query).
+    pub async fn readiness(&self) -> Readiness {
+        if self.required_schema == 0 {
+            return if self.ping().await {
+                Readiness::Ready
+            } else {
+                Readiness::Unreachable
+            };
+        }
+        let current =
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM kizuna_migrations")
+                .fetch_one(&self.pool)
+                .await;
+        match current {
+            Ok(current) if current.unwrap_or(0) >= self.required_schema => Readiness::Ready,
+            Ok(current) => Readiness::SchemaBehind {
+                current: current.unwrap_or(0),
+                required: self.required_schema,
+            },
+            // The database answered, but has no bookkeeping table yet: never migrated.
+            Err(sqlx::Error::Database(_)) => Readiness::SchemaBehind {
+                current: 0,
+                required: self.required_schema,
+            },
+            Err(_) => Readiness::Unreachable,
+        }
     }
 
     /// Bytes of bound values one multi-row statement should carry at most:

@@ -1,12 +1,13 @@
 //! `grpc.health.v1` status driven by a database probe.
 //!
 //! The overall status (`""`) and each registered service are SERVING while the database
-//! answers and NOT_SERVING while it does not (readiness); [`LIVENESS_SERVICE`] is SERVING as
+//! answers and its schema is at least the binary's, and NOT_SERVING otherwise, with the reason
+//! in the log (readiness); [`LIVENESS_SERVICE`] is SERVING as
 //! long as the process runs (liveness). Shutdown turns everything NOT_SERVING.
 
 use std::time::Duration;
 
-use kizuna_db::Database;
+use kizuna_db::{Database, Readiness};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -40,7 +41,8 @@ pub(crate) async fn spawn_probe(
         });
         return;
     };
-    let mut up = database.ping().await;
+    let mut readiness = database.readiness().await;
+    let mut up = readiness == Readiness::Ready;
     set_all(
         &reporter,
         &names,
@@ -54,7 +56,8 @@ pub(crate) async fn spawn_probe(
     if !up {
         tracing::warn!(
             db.namespace = database.namespace(),
-            "database unreachable: health is NOT_SERVING"
+            reason = %readiness,
+            "health is NOT_SERVING"
         );
     }
     tokio::spawn(async move {
@@ -67,22 +70,31 @@ pub(crate) async fn spawn_probe(
                 set_all(&reporter, &names, ServingStatus::NotServing).await;
                 return;
             }
-            let now_up = database.ping().await;
-            if now_up != up {
-                up = now_up;
-                if up {
+            let now = database.readiness().await;
+            if now != readiness {
+                readiness = now;
+                if readiness == Readiness::Ready {
                     tracing::info!(
                         db.namespace = database.namespace(),
-                        "database reachable again: health is SERVING"
+                        "database ready again: health is SERVING"
                     );
-                    set_all(&reporter, &names, ServingStatus::Serving).await;
                 } else {
                     tracing::warn!(
                         db.namespace = database.namespace(),
-                        "database unreachable: health is NOT_SERVING"
+                        reason = %readiness,
+                        "health is NOT_SERVING"
                     );
-                    set_all(&reporter, &names, ServingStatus::NotServing).await;
                 }
+            }
+            let now_up = readiness == Readiness::Ready;
+            if now_up != up {
+                up = now_up;
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                set_all(&reporter, &names, status).await;
             }
         }
     });
