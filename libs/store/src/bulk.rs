@@ -438,6 +438,29 @@ impl Encoded {
     }
 }
 
+/// [`crate::conflict`] for a multi-row write of `messages`: the first resource found holding a
+/// unique value of one of them.
+async fn conflict_among<T: Table>(
+    db: &Database,
+    error: ApiError,
+    messages: &[T::Message],
+) -> ApiError {
+    if !matches!(error, ApiError::AlreadyExists { .. }) || T::UNIQUE.is_empty() {
+        return error;
+    }
+    for message in messages {
+        let placeholder = ApiError::AlreadyExists {
+            kind: T::KIND,
+            name: T::name(message).to_owned(),
+        };
+        let found = crate::conflict::<T>(db, placeholder, message).await;
+        if matches!(&found, ApiError::AlreadyExists { name, .. } if name != T::name(message)) {
+            return found;
+        }
+    }
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,27 +492,4 @@ mod tests {
         );
         assert!(statements(MAX_BYTES, &Vec::<usize>::new(), 1, |r| *r).is_empty());
     }
-}
-
-/// [`crate::conflict`] for a multi-row write of `messages`: the first resource found holding a
-/// unique value of one of them.
-async fn conflict_among<T: Table>(
-    db: &Database,
-    error: ApiError,
-    messages: &[T::Message],
-) -> ApiError {
-    if !matches!(error, ApiError::AlreadyExists { .. }) || T::UNIQUE.is_empty() {
-        return error;
-    }
-    for message in messages {
-        let placeholder = ApiError::AlreadyExists {
-            kind: T::KIND,
-            name: T::name(message).to_owned(),
-        };
-        let found = crate::conflict::<T>(db, placeholder, message).await;
-        if matches!(&found, ApiError::AlreadyExists { name, .. } if name != T::name(message)) {
-            return found;
-        }
-    }
-    error
 }
