@@ -255,6 +255,38 @@ impl ApiError {
     }
 }
 
+/// The RESOURCE_EXHAUSTED status for a request message larger than the server accepts, when
+/// `status` is tonic's own refusal of one (OUT_OF_RANGE "decoded message length too large");
+/// `None` for any other status. gRPC clients and other implementations answer an oversized
+/// message with RESOURCE_EXHAUSTED; the message names the limit and the setting.
+pub fn request_too_large(status: &Status, domain: &str) -> Option<Status> {
+    const TONIC: &str = "Error, decoded message length too large: found ";
+    if status.code() != Code::OutOfRange {
+        return None;
+    }
+    let rest = status.message().strip_prefix(TONIC)?;
+    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    let (found, limit): (u64, u64) = (found.parse().ok()?, limit.parse().ok()?);
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "REQUEST_TOO_LARGE",
+        domain,
+        HashMap::from([
+            ("size_bytes".to_owned(), found.to_string()),
+            ("limit_bytes".to_owned(), limit.to_string()),
+        ]),
+    );
+    Some(Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "the request message is {found} bytes, over the limit of {limit} bytes \
+             (server.max_request_bytes)"
+        ),
+        details,
+    ))
+}
+
 /// The value of a required request field: INVALID_ARGUMENT on `field` ("is required") when it is
 /// absent, e.g. `required(request.lead, "lead")?`.
 pub fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
@@ -381,6 +413,22 @@ mod tests {
             clip_quoted(&format!("a `{long}` b `c`"), 1_000),
             format!("a `{}…` b `c`", "x".repeat(MAX_QUOTED_BYTES - 3))
         );
+    }
+
+    #[test]
+    fn an_oversized_request_is_resource_exhausted() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        );
+        let status = request_too_large(&tonic, "leads.kizuna.dev").expect("translated");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("4194304 bytes"), "{}", status.message());
+        assert!(status.message().contains("server.max_request_bytes"));
+        let info = status.get_error_details().error_info().expect("info").clone();
+        assert_eq!(info.reason, "REQUEST_TOO_LARGE");
+        assert_eq!(info.metadata["limit_bytes"], "4194304");
+        assert!(request_too_large(&Status::out_of_range("page 9 of 3"), "x").is_none());
+        assert!(request_too_large(&Status::internal("x"), "x").is_none());
     }
 
     #[test]

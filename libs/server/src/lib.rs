@@ -12,6 +12,7 @@
 pub mod app;
 pub mod health;
 pub mod layer;
+mod limits;
 pub mod shutdown;
 
 use std::future::Future;
@@ -86,6 +87,30 @@ pub async fn migrate(
     let applied = database.migrate(migrations).await?;
     database.close().await;
     Ok(applied)
+}
+
+/// The services a port serves besides its own: health and reflection (both versions).
+pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection that lists exactly what the port serves: `service_names` and
+/// [`INFRASTRUCTURE_SERVICES`]. The descriptors of every Kizuna file stay registered so symbol
+/// lookups resolve shared types; only the service list is narrowed (without it every port
+/// would list all four services and answer UNIMPLEMENTED for three).
+fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    service_names
+        .iter()
+        .chain(&INFRASTRUCTURE_SERVICES)
+        .fold(builder, |builder, name| builder.with_service_name(*name))
 }
 
 /// A bound, not yet serving, gRPC server for one service.
@@ -168,14 +193,10 @@ impl Server {
             self.shutdown.stopping(),
         )
         .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection(service_names)
             .build_v1()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection(service_names)
             .build_v1alpha()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
         let routes = routes
