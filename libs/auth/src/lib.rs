@@ -380,9 +380,17 @@ mod tests {
         let mut validation_nbf = auth.clone();
         validation_nbf.validation.validate_nbf = true;
         let cases: [(&Authenticator, String, AuthError); 9] = [
-            (&auth, unsigned, AuthError::UnsupportedAlgorithm("none".into())),
+            (
+                &auth,
+                unsigned,
+                AuthError::UnsupportedAlgorithm("none".into()),
+            ),
             (&auth, none, AuthError::UnsupportedAlgorithm("none".into())),
-            (&auth, rs256, AuthError::UnsupportedAlgorithm("RS256".into())),
+            (
+                &auth,
+                rs256,
+                AuthError::UnsupportedAlgorithm("RS256".into()),
+            ),
             (
                 &auth,
                 "eyJhbGciOiJIUzI1NiJ9.a$b.c".into(),
@@ -408,7 +416,11 @@ mod tests {
                 signed(&serde_json::json!({"sub": "x"}), &hs256),
                 AuthError::MissingClaim("iss".into()),
             ),
-            (&validation_nbf, signed(&future, &hs256), AuthError::NotYetValid),
+            (
+                &validation_nbf,
+                signed(&future, &hs256),
+                AuthError::NotYetValid,
+            ),
         ];
         for (auth, token, expected) in cases {
             let refused = auth.verify(&token).expect_err(&token);

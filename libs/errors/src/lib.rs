@@ -380,7 +380,10 @@ mod tests {
             assert!(bytes < 6 * 1024, "{unit}: {bytes} bytes of trailers");
             let message = status.message();
             assert!(message.len() <= MAX_MESSAGE_BYTES, "{message}");
-            assert!(message.ends_with(" more") && message.contains("; and 4"), "{message}");
+            assert!(
+                message.ends_with(" more") && message.contains("; and 4"),
+                "{message}"
+            );
             let details = status.get_error_details();
             let violations = &details.bad_request().expect("bad request").field_violations;
             assert_eq!(violations.len(), MAX_LISTED_VIOLATIONS);
@@ -389,7 +392,9 @@ mod tests {
             assert!(first.field.ends_with('…') && first.field.len() <= MAX_FIELD_BYTES);
             // The quoted value is cut, the words after it stay.
             assert!(
-                first.description.ends_with("…` is not a profile field a fit rule can read"),
+                first
+                    .description
+                    .ends_with("…` is not a profile field a fit rule can read"),
                 "{}",
                 first.description
             );
@@ -399,7 +404,11 @@ mod tests {
             }
             .into_status("leads.kizuna.dev");
             assert!(trailer_bytes(&name) < 4 * 1024, "{unit}");
-            assert!(name.message().ends_with("…` not found"), "{}", name.message());
+            assert!(
+                name.message().ends_with("…` not found"),
+                "{}",
+                name.message()
+            );
         }
     }
 
@@ -422,9 +431,17 @@ mod tests {
         );
         let status = request_too_large(&tonic, "leads.kizuna.dev").expect("translated");
         assert_eq!(status.code(), Code::ResourceExhausted);
-        assert!(status.message().contains("4194304 bytes"), "{}", status.message());
+        assert!(
+            status.message().contains("4194304 bytes"),
+            "{}",
+            status.message()
+        );
         assert!(status.message().contains("server.max_request_bytes"));
-        let info = status.get_error_details().error_info().expect("info").clone();
+        let info = status
+            .get_error_details()
+            .error_info()
+            .expect("info")
+            .clone();
         assert_eq!(info.reason, "REQUEST_TOO_LARGE");
         assert_eq!(info.metadata["limit_bytes"], "4194304");
         assert!(request_too_large(&Status::out_of_range("page 9 of 3"), "x").is_none());

@@ -199,7 +199,10 @@ fn extension(tail: &str) -> Result<String, PhoneError> {
     };
     let rest = rest.trim_start_matches([':', '：', '.']);
     let rest = rest.trim().trim_end_matches(')').trim();
-    if rest.chars().any(|c| !c.is_ascii_digit() && !is_separator(c)) {
+    if rest
+        .chars()
+        .any(|c| !c.is_ascii_digit() && !is_separator(c))
+    {
         return Err(PhoneError::Characters);
     }
     let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
@@ -337,7 +340,12 @@ mod tests {
     fn japanese_landline_free_dial_and_ip_numbers() {
         same_number(
             "+81312345678",
-            &["03-1234-5678", "(03) 1234-5678", "+81 3 1234 5678", "+81 (0)3-1234-5678"],
+            &[
+                "03-1234-5678",
+                "(03) 1234-5678",
+                "+81 3 1234 5678",
+                "+81 (0)3-1234-5678",
+            ],
         );
         same_number("+81662345678", &["06-6234-5678", "+81-6-6234-5678"]);
         same_number("+81120123456", &["0120-123-456", "+81 120 123 456"]);
@@ -362,9 +370,17 @@ mod tests {
         );
         same_number(
             "+442079460000",
-            &["+44 (0)20 7946 0000", "+44 20 7946 0000", "0044 (0) 20 7946 0000", "+44 020 7946 0000"],
+            &[
+                "+44 (0)20 7946 0000",
+                "+44 20 7946 0000",
+                "0044 (0) 20 7946 0000",
+                "+44 020 7946 0000",
+            ],
         );
-        same_number("+33123456789", &["+33 (0)1 23 45 67 89", "+33 1 23 45 67 89"]);
+        same_number(
+            "+33123456789",
+            &["+33 (0)1 23 45 67 89", "+33 1 23 45 67 89"],
+        );
         same_number("+4930123456", &["+49 (0)30 123456", "+49 30 123456"]);
         same_number("+8613812345678", &["+86 138 1234 5678"]);
         same_number("+85223456789", &["+852 2345 6789"]);
@@ -405,12 +421,24 @@ mod tests {
         assert_eq!(parse_phone(""), Err(PhoneError::NoDigits));
         assert_eq!(parse_phone("ext."), Err(PhoneError::NoDigits));
         assert_eq!(parse_phone("123"), Err(PhoneError::Length));
-        assert_eq!(parse_phone("+81 90 1234 5678 9012 3456"), Err(PhoneError::Length));
+        assert_eq!(
+            parse_phone("+81 90 1234 5678 9012 3456"),
+            Err(PhoneError::Length)
+        );
         assert_eq!(parse_phone("03-1234-5678 内線"), Err(PhoneError::Extension));
-        assert_eq!(parse_phone("03-1234-5678 (代表)"), Err(PhoneError::Characters));
+        assert_eq!(
+            parse_phone("03-1234-5678 (代表)"),
+            Err(PhoneError::Characters)
+        );
         assert_eq!(parse_phone("03-1234-5678～9"), Err(PhoneError::Characters));
-        assert_eq!(parse_phone("call 03-1234-5678"), Err(PhoneError::Characters));
-        assert_eq!(parse_phone("03-1234-5678 / 090-1234-5678"), Err(PhoneError::Characters));
+        assert_eq!(
+            parse_phone("call 03-1234-5678"),
+            Err(PhoneError::Characters)
+        );
+        assert_eq!(
+            parse_phone("03-1234-5678 / 090-1234-5678"),
+            Err(PhoneError::Characters)
+        );
         assert_eq!(phone_key(""), "");
         assert_eq!(phone_key("ext."), "");
     }
@@ -426,7 +454,9 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        let separators = ["-", " ", "ー", "−", "‐", "–", "—", ".", "(", ")", "\u{3000}"];
+        let separators = [
+            "-", " ", "ー", "−", "‐", "–", "—", ".", "(", ")", "\u{3000}",
+        ];
         for _ in 0..2_000 {
             let len = 6 + (next() % 9) as usize;
             let digits: String = (0..len)
@@ -445,7 +475,11 @@ mod tests {
             }
             assert_eq!(phone_key(&spelled), plain, "{spelled:?}");
             assert_eq!(phone_key(&wide), plain, "{wide:?}");
-            assert_eq!(phone_key(&format!("{spelled} 内線 12")), plain, "{spelled:?}");
+            assert_eq!(
+                phone_key(&format!("{spelled} 内線 12")),
+                plain,
+                "{spelled:?}"
+            );
         }
     }
 

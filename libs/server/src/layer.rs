@@ -163,7 +163,8 @@ where
         let started = std::time::Instant::now();
         Box::pin(
             async move {
-                let response = crate::limits::resource_exhausted(inner.call(request).await?, service);
+                let response =
+                    crate::limits::resource_exhausted(inner.call(request).await?, service);
                 // Unary errors come back as trailers-only responses with the status in the
                 // headers; a response without one is OK so far (streams report at the end).
                 let code = tonic::Status::from_header_map(response.headers())

@@ -233,7 +233,10 @@ mod colour_tests {
         assert!(colour_logs(true, None));
         assert!(colour_logs(true, Some("".into())));
         assert!(!colour_logs(true, Some("1".into())));
-        assert!(!colour_logs(false, None), "a file or a pipe gets no escape codes");
+        assert!(
+            !colour_logs(false, None),
+            "a file or a pipe gets no escape codes"
+        );
         assert!(!colour_logs(false, Some("1".into())));
     }
 }

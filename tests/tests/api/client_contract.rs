@@ -76,7 +76,11 @@ async fn trunk_prefix_after_country_code_is_one_number(backend: Backend) {
         .await
         .expect_err("the same number with the trunk 0 kept");
     assert_eq!(duplicate.code(), Code::AlreadyExists, "{duplicate:?}");
-    assert!(duplicate.message().contains(&a.name), "{}", duplicate.message());
+    assert!(
+        duplicate.message().contains(&a.name),
+        "{}",
+        duplicate.message()
+    );
 
     for spelling in [
         "+81-(0)90-1234-5678",
@@ -101,7 +105,10 @@ async fn trunk_prefix_after_country_code_is_one_number(backend: Backend) {
     assert_eq!(listed.leads.len(), 1, "every spelling merged into lead A");
     leads.stop().await;
 }
-both_backends!(phone_trunk_prefix, trunk_prefix_after_country_code_is_one_number);
+both_backends!(
+    phone_trunk_prefix,
+    trunk_prefix_after_country_code_is_one_number
+);
 
 /// Bytes the status took as trailers, as sent: `grpc-message` percent-encoded (at most three
 /// bytes per byte), `grpc-status-details-bin` in base64, and any other metadata.
@@ -123,7 +130,10 @@ fn assert_small_invalid_argument(status: &tonic::Status, what: &str) {
     assert!(bytes < 8 * 1024, "{what}: {bytes} bytes of trailers");
     assert_eq!(reason(status), "INVALID_ARGUMENT", "{what}");
     for field in violated_fields(status) {
-        assert!(field.len() <= kizuna_errors::MAX_FIELD_BYTES, "{what}: {field}");
+        assert!(
+            field.len() <= kizuna_errors::MAX_FIELD_BYTES,
+            "{what}: {field}"
+        );
     }
 }
 
@@ -199,7 +209,11 @@ async fn hostile_input_gets_a_small_error(backend: Backend) {
             .await
             .expect_err("bad fit rule field");
         assert_small_invalid_argument(&refused, "fit_rules[].field");
-        assert!(refused.message().contains("at most 100 characters"), "{}", refused.message());
+        assert!(
+            refused.message().contains("at most 100 characters"),
+            "{}",
+            refused.message()
+        );
 
         let refused = client
             .get_lead(GetLeadRequest {
@@ -234,7 +248,11 @@ async fn oversized_request_is_resource_exhausted(backend: Backend) {
         .await
         .expect_err("over the limit");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert!(refused.message().contains(&format!("{limit} bytes")), "{}", refused.message());
+    assert!(
+        refused.message().contains(&format!("{limit} bytes")),
+        "{}",
+        refused.message()
+    );
     assert!(refused.message().contains("server.max_request_bytes"));
     assert_eq!(reason(&refused), "REQUEST_TOO_LARGE");
 
@@ -287,7 +305,11 @@ async fn documented_limits_are_enforced_and_named(backend: Backend) {
         .expect_err("10,001 rows in one message");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert_eq!(violated_fields(&refused), ["activities"]);
-    assert!(refused.message().contains("at most 10000 rows"), "{}", refused.message());
+    assert!(
+        refused.message().contains("at most 10000 rows"),
+        "{}",
+        refused.message()
+    );
     let accepted = client
         .track_activities(tokio_stream::iter(vec![TrackActivitiesRequest {
             activities: vec![row; 3],
@@ -321,8 +343,15 @@ async fn documented_limits_are_enforced_and_named(backend: Backend) {
         .create_scoring_model(fit_model(format!("custom_fields.{}", "k".repeat(87))))
         .await
         .expect_err("101 characters");
-    assert_eq!(violated_fields(&refused), ["scoring_model.fit_rules[0].field"]);
-    assert!(refused.message().contains("at most 100 characters"), "{}", refused.message());
+    assert_eq!(
+        violated_fields(&refused),
+        ["scoring_model.fit_rules[0].field"]
+    );
+    assert!(
+        refused.message().contains("at most 100 characters"),
+        "{}",
+        refused.message()
+    );
 
     // Segment filters: exponents accepted, out-of-range numbers and both limits named.
     let segment = |filter: &str| CreateSegmentRequest {
@@ -333,7 +362,11 @@ async fn documented_limits_are_enforced_and_named(backend: Backend) {
         }),
         ..Default::default()
     };
-    for filter in ["score >= -1e308", "score > 1e3", "score < 1E-2 OR score = -0.5"] {
+    for filter in [
+        "score >= -1e308",
+        "score > 1e3",
+        "score < 1E-2 OR score = -0.5",
+    ] {
         let created = client
             .create_segment(segment(filter))
             .await
@@ -405,7 +438,11 @@ async fn listed_services(port: u16) -> [Vec<String>; 2] {
         .await
         .expect("v1alpha reflection")
         .into_inner();
-    let response = responses.message().await.expect("v1alpha").expect("a response");
+    let response = responses
+        .message()
+        .await
+        .expect("v1alpha")
+        .expect("a response");
     let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
         response.message_response
     else {
@@ -447,10 +484,8 @@ async fn token_refusals_are_in_words(backend: Backend) {
     };
     let channel = channel(leads.port).await;
     let call = |bearer: &str| {
-        let mut client = LeadsServiceClient::with_interceptor(
-            channel.clone(),
-            Bearer(Some(bearer.to_owned())),
-        );
+        let mut client =
+            LeadsServiceClient::with_interceptor(channel.clone(), Bearer(Some(bearer.to_owned())));
         async move {
             client
                 .get_lead(GetLeadRequest {
@@ -462,13 +497,10 @@ async fn token_refusals_are_in_words(backend: Backend) {
     };
     // alg none: header {"alg":"none"}, claims {"sub":"x"}, no signature.
     let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.";
-    let other_key = kizuna_auth::Authenticator::new(
-        b"another-key-another-key-another-key",
-        "kizuna",
-        "kizuna",
-    )
-    .issue("x", &["admin"], std::time::Duration::from_secs(60))
-    .expect("token");
+    let other_key =
+        kizuna_auth::Authenticator::new(b"another-key-another-key-another-key", "kizuna", "kizuna")
+            .issue("x", &["admin"], std::time::Duration::from_secs(60))
+            .expect("token");
     let other_audience = kizuna_auth::Authenticator::new(
         kizuna_tests::SIGNING_KEY.as_bytes(),
         "kizuna",
@@ -486,7 +518,11 @@ async fn token_refusals_are_in_words(backend: Backend) {
         assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
         assert!(refused.message().contains(words), "{}", refused.message());
         for internal in ["Json(", "Base64(", "InvalidByte", "Error("] {
-            assert!(!refused.message().contains(internal), "{}", refused.message());
+            assert!(
+                !refused.message().contains(internal),
+                "{}",
+                refused.message()
+            );
         }
     }
     leads.stop().await;
