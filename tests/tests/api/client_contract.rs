@@ -15,6 +15,8 @@ use kizuna_tests::{
 };
 use tonic::Code;
 
+use crate::lead_capture::{capture, capture_email};
+
 type Client = LeadsServiceClient<Authed>;
 
 /// The leads service alone on `backend`, with `max_request_bytes` when given, and an admin
@@ -34,15 +36,22 @@ async fn start(backend: Backend, max_request_bytes: Option<usize>) -> Option<(Ru
     Some((leads, client))
 }
 
-async fn capture(client: &mut Client, lead: Lead) -> CaptureLeadResponse {
-    client
-        .capture_lead(CaptureLeadRequest {
-            lead: Some(lead),
-            request_id: String::new(),
-        })
-        .await
-        .expect("capture")
-        .into_inner()
+/// A request for a scoring model with one fit rule on `field`.
+fn fit_model(field: String) -> CreateScoringModelRequest {
+    CreateScoringModelRequest {
+        scoring_model: Some(ScoringModel {
+            display_name: "fit".into(),
+            fit_rules: vec![FitRule {
+                rule_id: "r".into(),
+                field,
+                operator: Operator::Equals as i32,
+                value: "x".into(),
+                points: 1.0,
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn phone(phone: &str) -> Lead {
@@ -63,6 +72,7 @@ async fn trunk_prefix_after_country_code_is_one_number(backend: Backend) {
             email: "taro@example.jp".into(),
             ..Default::default()
         },
+        "",
     )
     .await;
     assert_eq!(first.outcome, CaptureOutcome::Created as i32);
@@ -89,7 +99,7 @@ async fn trunk_prefix_after_country_code_is_one_number(backend: Backend) {
         "010-81-90-1234-5678",
         "090–1234–5678 内線 12",
     ] {
-        let merged = capture(&mut client, phone(spelling)).await;
+        let merged = capture(&mut client, phone(spelling), "").await;
         assert_eq!(merged.outcome, CaptureOutcome::Merged as i32, "{spelling}");
         assert_eq!(merged.matched_on, "phone", "{spelling}");
         assert_eq!(merged.lead.expect("lead").name, a.name, "{spelling}");
@@ -167,16 +177,7 @@ async fn hostile_input_gets_a_small_error(backend: Backend) {
             violated_fields(&refused)
         );
 
-        let lead = capture(
-            &mut client,
-            Lead {
-                email: format!("p{length}@example.jp"),
-                ..Default::default()
-            },
-        )
-        .await
-        .lead
-        .expect("lead");
+        let lead = capture_email(&mut client, &format!("p{length}@example.jp")).await;
         let refused = client
             .create_activity(CreateActivityRequest {
                 parent: lead.name.clone(),
@@ -192,20 +193,7 @@ async fn hostile_input_gets_a_small_error(backend: Backend) {
         assert_small_invalid_argument(&refused, "activity.properties key");
 
         let refused = client
-            .create_scoring_model(CreateScoringModelRequest {
-                scoring_model: Some(ScoringModel {
-                    display_name: "hostile".into(),
-                    fit_rules: vec![FitRule {
-                        rule_id: "r".into(),
-                        field: key.clone(),
-                        operator: Operator::Equals as i32,
-                        value: "x".into(),
-                        points: 1.0,
-                    }],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .create_scoring_model(fit_model(key.clone()))
             .await
             .expect_err("bad fit rule field");
         assert_small_invalid_argument(&refused, "fit_rules[].field");
@@ -279,16 +267,7 @@ async fn documented_limits_are_enforced_and_named(backend: Backend) {
     let Some((leads, mut client)) = start(backend, None).await else {
         return;
     };
-    let lead = capture(
-        &mut client,
-        Lead {
-            email: "limits@example.jp".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .lead
-    .expect("lead");
+    let lead = capture_email(&mut client, "limits@example.jp").await;
     let row = TrackActivityRequest {
         parent: lead.name.clone(),
         activity: Some(Activity {
@@ -320,20 +299,6 @@ async fn documented_limits_are_enforced_and_named(backend: Backend) {
     assert_eq!(accepted.accepted_count, 3);
 
     // The fit-rule field limit is the proto's: 100 characters, room for a 64-character key.
-    let fit_model = |field: String| CreateScoringModelRequest {
-        scoring_model: Some(ScoringModel {
-            display_name: "fit".into(),
-            fit_rules: vec![FitRule {
-                rule_id: "r".into(),
-                field,
-                operator: Operator::Equals as i32,
-                value: "x".into(),
-                points: 1.0,
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let longest_key = format!("custom_fields.{}", "k".repeat(64));
     client
         .create_scoring_model(fit_model(longest_key))
