@@ -448,9 +448,16 @@ impl ColumnTerms<'_> {
             ColumnKind::Int => Value::Int(match raw {
                 "true" => 1,
                 "false" => 0,
-                _ => raw
-                    .parse()
-                    .map_err(|_| bad(format!("`{}` needs an integer", column.field)))?,
+                _ => raw.parse().map_err(|_| {
+                    let digits = raw.strip_prefix('-').unwrap_or(raw);
+                    let reason = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        "an integer within ±9223372036854775807 (64 bits)"
+                    } else {
+                        "an integer"
+                    };
+                    bad(format!("`{}` needs {reason}", column.field))
+                })?,
             }),
             ColumnKind::Float => Value::Float(
                 raw.parse()
@@ -498,6 +505,7 @@ mod tests {
         Column::text("email"),
         Column::float("score"),
         Column::enumeration("stage"),
+        Column::int("employees"),
     ];
 
     #[test]
@@ -525,6 +533,11 @@ mod tests {
             tokenize("30d").expect("tokens"),
             [(0, Token::Num("30".into())), (2, Token::Word("d".into()))]
         );
+        let error = compile("employees > 99999999999999999999", COLUMNS, Backend::Sqlite)
+            .expect_err("beyond 64 bits");
+        assert!(error.message.contains("64 bits"), "{}", error.message);
+        let error = compile("employees > 1.5", COLUMNS, Backend::Sqlite).expect_err("fraction");
+        assert_eq!(error.message, "`employees` needs an integer");
         for literal in ["1e309", "-1e400", &"9".repeat(400)] {
             let error = tokenize(&format!("score >= {literal}")).expect_err(literal);
             assert_eq!(error.position, 9);
