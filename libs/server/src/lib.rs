@@ -96,14 +96,13 @@ pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
-/// Reflection that lists exactly what the port serves: `service_names` and
-/// [`INFRASTRUCTURE_SERVICES`]. The descriptors of every Kizuna file stay registered so symbol
-/// lookups resolve shared types; only the service list is narrowed (without it every port
-/// would list all four services and answer UNIMPLEMENTED for three).
+/// Reflection that lists and describes exactly what the port serves: `service_names` (their
+/// files and imports only) and [`INFRASTRUCTURE_SERVICES`]. Without it every port would list
+/// all four services and answer UNIMPLEMENTED for three.
 fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
     let builder = tonic_reflection::server::Builder::configure()
         .include_reflection_service(false)
-        .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(kizuna_proto::file_descriptor_set_for(service_names))
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);

@@ -418,6 +418,31 @@ async fn listed_services(port: u16) -> [Vec<String>; 2] {
     [v1_names, alpha_names]
 }
 
+/// Whether v1 reflection on `port` describes `symbol` (answers with its file).
+async fn describes(port: u16, symbol: &str) -> bool {
+    use tonic_reflection::pb::v1;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel(port).await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into()),
+        ),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("v1 reflection")
+        .into_inner();
+    match responses.message().await {
+        Ok(Some(response)) => matches!(
+            response.message_response,
+            Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+        ),
+        Err(status) if status.code() == Code::NotFound => false,
+        other => panic!("{symbol}: {other:?}"),
+    }
+}
+
 async fn reflection_lists_what_the_port_serves(backend: Backend) {
     let Some(suite) = kizuna_tests::Suite::start(backend).await else {
         return;
@@ -438,6 +463,18 @@ async fn reflection_lists_what_the_port_serves(backend: Backend) {
         for listed in listed_services(port).await {
             assert_eq!(listed, expected, "port of {own}");
         }
+        assert!(describes(port, own).await, "{own}");
+        assert!(describes(port, "grpc.health.v1.Health").await, "{own}");
+    }
+    for other in [
+        "kizuna.deals.v1.DealsService",
+        "kizuna.accounts.v1.AccountsService",
+        "kizuna.deals.v1.Deal",
+    ] {
+        assert!(
+            !describes(suite.leads.port, other).await,
+            "leads port describes {other}"
+        );
     }
     suite.stop().await;
 }
