@@ -210,7 +210,7 @@ impl Authenticator {
             ErrorKind::InvalidAlgorithm
             | ErrorKind::MissingAlgorithm
             | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::UnsupportedAlgorithm => AuthError::UnsupportedAlgorithm("?".into()),
+            | ErrorKind::UnsupportedAlgorithm => AuthError::UnsupportedAlgorithm("unknown".into()),
             ErrorKind::Base64(_) => AuthError::Malformed("a part is not base64url"),
             ErrorKind::Utf8(_) => AuthError::Malformed("a part is not UTF-8"),
             ErrorKind::Json(error) if missing_claim(&error).is_some() => {
