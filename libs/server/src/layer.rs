@@ -159,10 +159,12 @@ where
         }
 
         let call_span = span.clone();
+        let service = self.service;
         let started = std::time::Instant::now();
         Box::pin(
             async move {
-                let response = inner.call(request).await?;
+                let response =
+                    crate::limits::resource_exhausted(inner.call(request).await?, service);
                 // Unary errors come back as trailers-only responses with the status in the
                 // headers; a response without one is OK so far (streams report at the end).
                 let code = tonic::Status::from_header_map(response.headers())

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod health;
 pub mod layer;
+mod limits;
 pub mod shutdown;
 
 use std::future::Future;
@@ -88,6 +89,29 @@ pub async fn migrate(
     let applied = database.migrate(migrations).await?;
     database.close().await;
     Ok(applied)
+}
+
+/// The services a port serves besides its own: health and reflection (both versions).
+pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection that lists and describes exactly what the port serves: `service_names` (their
+/// files and imports only) and [`INFRASTRUCTURE_SERVICES`]. Without it every port would list
+/// all four services and answer UNIMPLEMENTED for three.
+fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_file_descriptor_set(kizuna_proto::file_descriptor_set_for(service_names))
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    service_names
+        .iter()
+        .chain(&INFRASTRUCTURE_SERVICES)
+        .fold(builder, |builder, name| builder.with_service_name(*name))
 }
 
 /// A bound, not yet serving, gRPC server for one service.
@@ -170,14 +194,10 @@ impl Server {
             self.shutdown.stopping(),
         )
         .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection(service_names)
             .build_v1()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection(service_names)
             .build_v1alpha()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
         let routes = routes

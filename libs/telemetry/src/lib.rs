@@ -175,6 +175,10 @@ pub fn init_with_endpoint(
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(colour_logs(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            ))
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -197,6 +201,12 @@ pub fn init_with_endpoint(
     })
 }
 
+/// Whether pretty logs carry ANSI colours: only on a terminal, and never when `NO_COLOR` is set
+/// to a non-empty value (no-color.org), so a log file or a pipe gets plain text.
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Installs a quiet subscriber for tests: logs only when `TEST_LOG` is set. Trace ids are still
 /// generated so propagation can be tested.
 pub fn init_for_tests() {
@@ -211,5 +221,22 @@ pub fn init_for_tests() {
     // Keep the guard alive for the whole test process.
     if let Ok(guard) = init("kizuna-test", &settings) {
         std::mem::forget(guard);
+    }
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::colour_logs;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some("".into())));
+        assert!(!colour_logs(true, Some("1".into())));
+        assert!(
+            !colour_logs(false, None),
+            "a file or a pipe gets no escape codes"
+        );
+        assert!(!colour_logs(false, Some("1".into())));
     }
 }

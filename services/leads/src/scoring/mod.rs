@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::tables::ScoringModels;
 
 const GRADES: [&str; 4] = ["A", "B", "C", "D"];
+/// Most characters of a fit rule's `field`: room for `custom_fields.` and a 64-character key.
+pub const MAX_FIT_FIELD_CHARS: usize = 100;
 
 /// Checks a scoring model's caller-settable fields.
 pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
@@ -85,7 +87,7 @@ pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
             v.violation(f("rule_id"), "is used twice");
         }
         ids.push(rule.rule_id.clone());
-        v.required_max(&f("field"), &rule.field, 64);
+        v.required_max(&f("field"), &rule.field, MAX_FIT_FIELD_CHARS);
         if !rule.field.is_empty() && !engine::is_fit_field(&rule.field) {
             v.violation(
                 f("field"),
