@@ -86,17 +86,54 @@ pub fn db_error(error: sqlx::Error) -> ApiError {
 }
 
 /// A span for one database operation, named and attributed per the OpenTelemetry database
-/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`).
+/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`),
+/// of kind CLIENT.
+///
+/// Database work outside any span (a background poll that has not found work yet) is not
+/// traced: a database span is always the child of an RPC span or of a background work root
+/// ([`kizuna_telemetry::work_span`]), never an orphan.
 pub fn db_span(db: &Database, operation: &'static str, collection: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "db",
         otel.name = format!("{operation} {collection}"),
         otel.kind = "client",
         db.system.name = db.backend().system_name(),
-        db.namespace = db.namespace(),
+        db.namespace = span_namespace(db),
         db.collection.name = collection,
         db.operation.name = operation,
     )
+}
+
+/// A span for a transaction statement (`BEGIN`, `COMMIT`): [`db_span`] without a collection.
+fn db_tx_span(db: &Database, operation: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system.name = db.backend().system_name(),
+        db.namespace = span_namespace(db),
+        db.operation.name = operation,
+    )
+}
+
+/// `db.namespace`: the database's name; for SQLite the file's stem (`leads` for
+/// `data/leads.db`), `main` for an in-memory database.
+fn span_namespace(db: &Database) -> &str {
+    let namespace = db.namespace();
+    if db.backend() != kizuna_db::Backend::Sqlite {
+        return namespace;
+    }
+    std::path::Path::new(namespace)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|stem| !stem.is_empty() && !stem.starts_with(':'))
+        .unwrap_or("main")
 }
 
 fn not_found<T: Table>(name: &str) -> ApiError {
@@ -197,12 +234,17 @@ impl Store {
         &self.db
     }
 
+    /// The service this store belongs to (e.g. `leads`).
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<WriteTx<'_>, ApiError> {
         let tx = self
             .db
             .begin_write()
-            .instrument(db_span(&self.db, "BEGIN", "transaction"))
+            .instrument(db_tx_span(&self.db, "BEGIN"))
             .await
             .map_err(db_error)?;
         Ok(WriteTx {
@@ -778,7 +820,7 @@ impl WriteTx<'_> {
         let db = &self.store.db;
         self.tx
             .commit()
-            .instrument(db_span(db, "COMMIT", "transaction"))
+            .instrument(db_tx_span(db, "COMMIT"))
             .await
             .map_err(db_error)?;
         if self.emitted {
