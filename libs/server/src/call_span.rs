@@ -159,7 +159,8 @@ impl Body for TracedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = tonic::Status::from_header_map(trailers).map_or(Code::Ok, |s| s.code());
+                    let code =
+                        tonic::Status::from_header_map(trailers).map_or(Code::Ok, |s| s.code());
                     this.finish(code);
                 }
             }

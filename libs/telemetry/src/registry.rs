@@ -80,9 +80,8 @@ fn resource(name: &str) -> Resource {
 impl Entry {
     fn build(name: &str, export: &Export) -> Result<Self, TelemetryError> {
         let resource = resource(name);
-        let exporter_error = |e: opentelemetry_otlp::ExporterBuildError| {
-            TelemetryError::Exporter(e.to_string())
-        };
+        let exporter_error =
+            |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter(e.to_string());
         let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
         let mut logger_provider = None;
         let mut meter_provider = None;
@@ -208,7 +207,10 @@ impl Registry {
                 entry
             }
             Err(error) => {
-                eprintln!("telemetry: {name} reports as {}: {error}", self.default_name);
+                eprintln!(
+                    "telemetry: {name} reports as {}: {error}",
+                    self.default_name
+                );
                 self.default.clone()
             }
         }

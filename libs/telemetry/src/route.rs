@@ -181,7 +181,10 @@ impl Visit for Fields {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, AnyValue::from(i64::try_from(value).unwrap_or(i64::MAX)));
+        self.push(
+            field,
+            AnyValue::from(i64::try_from(value).unwrap_or(i64::MAX)),
+        );
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
