@@ -198,8 +198,6 @@ pub fn init_for_tests() {
             "off".into()
         },
     };
-    // Keep the guard alive for the whole test process.
-    if let Ok(guard) = init("kizuna-test", &settings) {
-        std::mem::forget(guard);
-    }
+    // The providers live in the process-wide registry; the guard is only needed to flush.
+    let _ = init("kizuna-test", &settings);
 }
