@@ -20,13 +20,12 @@ use futures::StreamExt;
 use kizuna_proto::deals::ListDealsRequest;
 use kizuna_proto::gateway::{CreateSubjectRequest, GetSubjectRequest, Subject, SubjectView};
 use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
-use kizuna_proto::leads::scoring_model::EngagementRule;
 use kizuna_proto::leads::{
     Activity, ActivityKind, CreateActivityRequest, CreateLeadRequest, CreateScoringModelRequest,
-    GetLeadRequest, Lead, ScoringModel, WatchEventsRequest, scoring_model,
+    GetLeadRequest, Lead, WatchEventsRequest,
 };
 use kizuna_settings::{LogFormat, TelemetrySettings};
-use kizuna_tests::{Backend, Suite};
+use kizuna_tests::{Backend, Suite, pricing_model};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -205,28 +204,12 @@ const CLIENT_ATTRIBUTES: [&str; 5] = [
 ];
 const DB_ATTRIBUTES: [&str; 3] = ["db.system.name", "db.namespace", "db.operation.name"];
 
-fn pricing_model() -> ScoringModel {
-    ScoringModel {
-        display_name: "Pricing interest".into(),
-        engagement_rules: vec![EngagementRule {
-            rule_id: "pricing".into(),
-            activity_kind: ActivityKind::PageView as i32,
-            url_contains: "/pricing".into(),
-            points: 30.0,
-            ..Default::default()
-        }],
-        mql_score_threshold: 50.0,
-        state: scoring_model::State::Published as i32,
-        ..Default::default()
-    }
-}
-
 /// A remote caller's trace context, as a client would send it.
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn telemetry_reaches_the_collector_per_service() {
+async fn telemetry_reaches_the_collector_per_service_on_both_backends() {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -252,7 +235,70 @@ async fn telemetry_reaches_the_collector_per_service() {
     )
     .expect("telemetry");
 
-    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    scenario(Backend::Sqlite, &collector).await;
+    scenario(Backend::Postgres, &collector).await;
+    guard.shutdown();
+}
+
+/// The latest cumulative state of the call-duration histogram for `method`, per service:
+/// `(service, status, count, sum)` for each status seen.
+fn call_durations(collector: &Collector, method: &str) -> Vec<(String, String, u64, f64)> {
+    let metrics = collector.metrics.lock().expect("lock").clone();
+    let mut latest: Vec<(String, String, u64, f64)> = Vec::new();
+    for metric in metrics
+        .iter()
+        .filter(|m| m.item.name == "rpc.server.call.duration")
+    {
+        assert_eq!(metric.item.unit, "s");
+        let Some(Data::Histogram(histogram)) = &metric.item.data else {
+            panic!("a histogram")
+        };
+        for point in histogram
+            .data_points
+            .iter()
+            .filter(|p| attribute_of(&p.attributes, "rpc.method").as_deref() == Some(method))
+        {
+            let service = metric.service();
+            let status =
+                attribute_of(&point.attributes, "rpc.response.status_code").unwrap_or_default();
+            let sum = point.sum.unwrap_or_default();
+            // Points are cumulative and exported several times: the largest is the latest.
+            match latest
+                .iter_mut()
+                .find(|(s, c, _, _)| *s == service && *c == status)
+            {
+                Some(entry) => {
+                    entry.2 = entry.2.max(point.count);
+                    entry.3 = entry.3.max(sum);
+                }
+                None => latest.push((service, status, point.count, sum)),
+            }
+        }
+    }
+    latest
+}
+
+/// Calls of `method` answered with `status` so far, and the seconds they took.
+fn calls(collector: &Collector, method: &str, status: Option<&str>) -> (u64, f64) {
+    call_durations(collector, method)
+        .iter()
+        .filter(|(_, code, _, _)| status.is_none_or(|s| s == code))
+        .fold((0, 0.0), |(count, sum), (_, _, c, s)| (count + c, sum + s))
+}
+
+/// The whole scenario on `backend`, with telemetry going to `collector`; skipped when the
+/// backend is unavailable (see `kizuna_tests`).
+async fn scenario(backend: Backend, collector: &Collector) {
+    kizuna_telemetry::flush();
+    let spans_from = collector.spans.lock().expect("lock").len();
+    let logs_from = collector.logs.lock().expect("lock").len();
+    const CREATE_LEAD: &str = "kizuna.leads.v1.LeadsService/CreateLead";
+    const WATCH_EVENTS: &str = "kizuna.leads.v1.LeadsService/WatchEvents";
+    let (created_before, _) = calls(collector, CREATE_LEAD, Some("OK"));
+    let (_, streamed_before) = calls(collector, WATCH_EVENTS, None);
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
 
     // A call without a token: refused, with a named log record in the call's trace.
     let mut anonymous =
@@ -377,9 +423,9 @@ async fn telemetry_reaches_the_collector_per_service() {
 
     let leads_port = suite.leads.port;
     suite.stop().await;
-    guard.shutdown();
+    kizuna_telemetry::flush();
 
-    let spans = collector.spans.lock().expect("lock").clone();
+    let spans = collector.spans.lock().expect("lock")[spans_from..].to_vec();
     let names = || {
         spans
             .iter()
@@ -455,9 +501,13 @@ async fn telemetry_reaches_the_collector_per_service() {
     assert_eq!(insert.service(), "kizuna-leads");
     assert_eq!(insert.item.kind, SpanKind::Client as i32);
     assert_attributes(&insert.item, &DB_ATTRIBUTES, &["db.collection.name"]);
+    let system = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgresql",
+    };
     assert_eq!(
         attribute(&insert.item, "db.system.name").as_deref(),
-        Some("sqlite")
+        Some(system)
     );
     assert_eq!(
         attribute(&insert.item, "db.collection.name").as_deref(),
@@ -610,58 +660,34 @@ async fn telemetry_reaches_the_collector_per_service() {
         );
     }
 
-    // 4. Metrics: per service, streams measured whole. Points are cumulative and exported
-    // several times (periodically, at each flush): the largest is the latest.
-    let metrics = collector.metrics.lock().expect("lock").clone();
-    let points = |method: &str| {
-        metrics
+    // 4. Metrics: per service, streams measured whole.
+    let (created, _) = calls(collector, CREATE_LEAD, Some("OK"));
+    assert_eq!(
+        created - created_before,
+        1,
+        "one CreateLead call, counted once"
+    );
+    assert!(
+        call_durations(collector, CREATE_LEAD)
             .iter()
-            .filter(|m| m.item.name == "rpc.server.call.duration")
-            .flat_map(|m| {
-                assert_eq!(m.item.unit, "s");
-                let Some(Data::Histogram(histogram)) = &m.item.data else {
-                    panic!("a histogram")
-                };
-                histogram
-                    .data_points
-                    .iter()
-                    .filter(|p| {
-                        attribute_of(&p.attributes, "rpc.method").as_deref() == Some(method)
-                    })
-                    .map(|p| (m.service(), p.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
-    };
-    let creates = points("kizuna.leads.v1.LeadsService/CreateLead");
-    let created: u64 = creates
-        .iter()
-        .filter(|(_, p)| {
-            attribute_of(&p.attributes, "rpc.response.status_code").as_deref() == Some("OK")
-        })
-        .map(|(_, p)| p.count)
-        .max()
-        .unwrap_or_default();
-    assert_eq!(created, 1, "one CreateLead call, counted once");
-    assert!(creates.iter().all(|(service, _)| service == "kizuna-leads"));
-    let deals_points = points("kizuna.deals.v1.DealsService/ListDeals");
+            .all(|(service, ..)| service == "kizuna-leads")
+    );
+    let deals_points = call_durations(collector, "kizuna.deals.v1.DealsService/ListDeals");
     assert!(!deals_points.is_empty());
     assert!(
         deals_points
             .iter()
-            .all(|(service, _)| service == "kizuna-deals")
+            .all(|(service, ..)| service == "kizuna-deals")
     );
-    let streamed: f64 = points("kizuna.leads.v1.LeadsService/WatchEvents")
-        .iter()
-        .map(|(_, p)| p.sum.unwrap_or_default())
-        .fold(0.0, f64::max);
+    let (_, streamed) = calls(collector, WATCH_EVENTS, None);
     assert!(
-        streamed >= 1.3,
-        "the duration metric measures whole streams: {streamed} s"
+        streamed - streamed_before >= 1.3,
+        "the duration metric measures whole streams: {} s",
+        streamed - streamed_before
     );
 
     // 5. Logs: per service, named events only, in the trace of their call.
-    let logs = collector.logs.lock().expect("lock").clone();
+    let logs = collector.logs.lock().expect("lock")[logs_from..].to_vec();
     for service in ["leads", "deals"] {
         assert!(
             logs.iter()
