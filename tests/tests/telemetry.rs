@@ -73,8 +73,19 @@ struct Collector {
     logs: Arc<Mutex<Vec<Exported<LogRecord>>>>,
 }
 
-fn resource_attributes(resource: Option<Resource>) -> Vec<KeyValue> {
-    resource.map(|r| r.attributes).unwrap_or_default()
+/// Keeps each resource's items, tagged with the resource's attributes.
+fn keep<T>(
+    into: &Mutex<Vec<Exported<T>>>,
+    batches: impl Iterator<Item = (Option<Resource>, Vec<T>)>,
+) {
+    let mut kept = into.lock().expect("lock");
+    for (resource, items) in batches {
+        let resource = resource.map(|r| r.attributes).unwrap_or_default();
+        kept.extend(items.into_iter().map(|item| Exported {
+            resource: resource.clone(),
+            item,
+        }));
+    }
 }
 
 #[tonic::async_trait]
@@ -83,19 +94,14 @@ impl MetricsService for Collector {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let mut metrics = self.metrics.lock().expect("lock");
-        for resource in request.into_inner().resource_metrics {
-            let attributes = resource_attributes(resource.resource);
-            for scope in resource.scope_metrics {
-                metrics.extend(scope.metrics.into_iter().map(|item| Exported {
-                    resource: attributes.clone(),
-                    item,
-                }));
-            }
-        }
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
+        keep(
+            &self.metrics,
+            request.into_inner().resource_metrics.into_iter().map(|r| {
+                let items = r.scope_metrics.into_iter().flat_map(|s| s.metrics);
+                (r.resource, items.collect())
+            }),
+        );
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
 
@@ -105,19 +111,14 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().expect("lock");
-        for resource in request.into_inner().resource_spans {
-            let attributes = resource_attributes(resource.resource);
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|item| Exported {
-                    resource: attributes.clone(),
-                    item,
-                }));
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        keep(
+            &self.spans,
+            request.into_inner().resource_spans.into_iter().map(|r| {
+                let items = r.scope_spans.into_iter().flat_map(|s| s.spans);
+                (r.resource, items.collect())
+            }),
+        );
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
@@ -127,19 +128,14 @@ impl LogsService for Collector {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let mut logs = self.logs.lock().expect("lock");
-        for resource in request.into_inner().resource_logs {
-            let attributes = resource_attributes(resource.resource);
-            for scope in resource.scope_logs {
-                logs.extend(scope.log_records.into_iter().map(|item| Exported {
-                    resource: attributes.clone(),
-                    item,
-                }));
-            }
-        }
-        Ok(tonic::Response::new(ExportLogsServiceResponse {
-            partial_success: None,
-        }))
+        keep(
+            &self.logs,
+            request.into_inner().resource_logs.into_iter().map(|r| {
+                let items = r.scope_logs.into_iter().flat_map(|s| s.log_records);
+                (r.resource, items.collect())
+            }),
+        );
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }
 
