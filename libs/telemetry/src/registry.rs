@@ -2,6 +2,7 @@
 //! resource: `service.name` (`kizuna-<service>`), `service.namespace` (`kizuna`),
 //! `service.version` and `service.instance.id`.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -16,6 +17,11 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 use crate::TelemetryError;
+
+thread_local! {
+    /// Whether this thread is building a service's providers.
+    static BUILDING: Cell<bool> = const { Cell::new(false) };
+}
 
 /// The instrumentation scope of Kizuna's spans, logs and metrics.
 pub(crate) const SCOPE: &str = "kizuna";
@@ -193,18 +199,22 @@ impl Registry {
             return entry.clone();
         }
         let name = resource_name(service);
-        if name == self.own_name {
+        // What building logs (exporter set-up) reports as the process, not recursively.
+        if name == self.own_name || BUILDING.with(Cell::get) {
             return self.default.clone();
         }
-        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = services.get(service) {
-            return entry.clone();
-        }
-        match Entry::build(&name, &self.export) {
+        // Built without holding the lock, which the events logged while building may need.
+        BUILDING.with(|building| building.set(true));
+        let built = Entry::build(&name, &self.export);
+        BUILDING.with(|building| building.set(false));
+        match built {
             Ok(entry) => {
-                let entry = Arc::new(entry);
-                services.insert(service.to_owned(), entry.clone());
-                entry
+                let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+                // Another thread may have built one meanwhile: keep the first.
+                services
+                    .entry(service.to_owned())
+                    .or_insert_with(|| Arc::new(entry))
+                    .clone()
             }
             Err(error) => {
                 eprintln!(
@@ -216,24 +226,29 @@ impl Registry {
         }
     }
 
+    /// The services' entries, by service, taken out of the lock (flushing logs events, which
+    /// look entries up).
+    fn services(&self) -> Vec<(String, Arc<Entry>)> {
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(service, entry)| (service.clone(), entry.clone()))
+            .collect()
+    }
+
     /// Flushes everything buffered, in every service.
     pub(crate) fn flush(&self) {
         self.default.flush();
-        for entry in self
-            .services
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for (_, entry) in self.services() {
             entry.flush();
         }
     }
 
     /// Flushes and stops every service's exporters, then the process's.
     pub(crate) fn shutdown(&self) {
-        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
-        for (service, entry) in services.iter() {
-            entry.shutdown(&resource_name(service));
+        for (service, entry) in self.services() {
+            entry.shutdown(&resource_name(&service));
         }
         self.default.shutdown(&self.default_name);
     }
