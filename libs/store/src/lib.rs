@@ -234,7 +234,7 @@ impl Store {
         &self.db
     }
 
-    /// The service this store belongs to (e.g. `leads`).
+    /// The service name this store writes events for.
     pub fn service(&self) -> &'static str {
         self.service
     }
