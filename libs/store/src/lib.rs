@@ -234,11 +234,6 @@ impl Store {
         &self.db
     }
 
-    /// The service name this store writes events for.
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<WriteTx<'_>, ApiError> {
         let tx = self

@@ -227,7 +227,7 @@ impl Runner {
             }
             // Each chunk is one unit of background work (a root span); claiming and releasing
             // the lease are bookkeeping outside it, so an idle poll leaves no trace.
-            let chunk = kizuna_telemetry::work_span(self.store.service(), "leads.rescoring_chunk");
+            let chunk = kizuna_telemetry::work_span(crate::SERVICE, "leads.rescoring_chunk");
             if !self.chunk(id).instrument(chunk).await? {
                 return Ok(());
             }

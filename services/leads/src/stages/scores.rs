@@ -312,7 +312,7 @@ async fn flush_traced(store: &Store) -> Result<usize, ApiError> {
     }
     flush(store)
         .instrument(kizuna_telemetry::work_span(
-            store.service(),
+            crate::SERVICE,
             "leads.flush_score_changes",
         ))
         .await
