@@ -10,6 +10,7 @@
 //! migrate the database, bind, serve the routes its [`DomainService`] gives.
 
 pub mod app;
+mod call_span;
 pub mod health;
 pub mod layer;
 mod limits;
@@ -74,7 +75,7 @@ pub async fn prepare(
         .requiring(migrations);
     if settings.database.migrate_on_start {
         let applied = database.migrate(migrations).await?;
-        tracing::info!(service, applied, "migrations checked");
+        tracing::info!(name: "kizuna.db.migrated", service, applied, "migrations checked");
     }
     let server = Server::bind(service, settings).await?;
     Ok((server, database))
@@ -144,6 +145,7 @@ impl Server {
             .local_addr()
             .map(|a: SocketAddr| a.port())
             .unwrap_or_default();
+        kizuna_telemetry::register_service(service);
         let authenticator = Arc::new(Authenticator::new(
             settings.auth.signing_key.expose().as_bytes(),
             &settings.auth.issuer,
@@ -215,6 +217,7 @@ impl Server {
                 () = shutdown.wait() => {}
             }
             tracing::info!(
+                name: "kizuna.server.draining",
                 service,
                 "shutdown requested: refusing new calls, draining calls in flight"
             );
@@ -231,18 +234,18 @@ impl Server {
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, on_signal);
         tokio::pin!(server);
-        tracing::info!(service, port = self.port, "serving gRPC");
+        tracing::info!(name: "kizuna.server.serving", service, port = self.port, "serving gRPC");
         let result = tokio::select! {
             result = &mut server => result,
             _ = fired_rx => match tokio::time::timeout(grace, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::warn!(service, grace_secs = grace.as_secs(), "grace period elapsed; cutting remaining calls");
+                    tracing::warn!(name: "kizuna.server.grace_elapsed", service, grace_secs = grace.as_secs(), "grace period elapsed; cutting remaining calls");
                     Ok(())
                 }
             },
         };
-        tracing::info!(service, "stopped");
+        tracing::info!(name: "kizuna.server.stopped", service, "stopped");
         Ok(result?)
     }
 }

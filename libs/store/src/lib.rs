@@ -113,17 +113,54 @@ pub fn db_error(error: sqlx::Error) -> ApiError {
 }
 
 /// A span for one database operation, named and attributed per the OpenTelemetry database
-/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`).
+/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`),
+/// of kind CLIENT.
+///
+/// Database work outside any span (a background poll that has not found work yet) is not
+/// traced: a database span is always the child of an RPC span or of a background work root
+/// ([`kizuna_telemetry::work_span`]), never an orphan.
 pub fn db_span(db: &Database, operation: &'static str, collection: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "db",
         otel.name = format!("{operation} {collection}"),
         otel.kind = "client",
         db.system.name = db.backend().system_name(),
-        db.namespace = db.namespace(),
+        db.namespace = span_namespace(db),
         db.collection.name = collection,
         db.operation.name = operation,
     )
+}
+
+/// A span for a transaction statement (`BEGIN`, `COMMIT`): [`db_span`] without a collection.
+fn db_tx_span(db: &Database, operation: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system.name = db.backend().system_name(),
+        db.namespace = span_namespace(db),
+        db.operation.name = operation,
+    )
+}
+
+/// `db.namespace`: the database's name; for SQLite the file's stem (`leads` for
+/// `data/leads.db`), `main` for an in-memory database.
+fn span_namespace(db: &Database) -> &str {
+    let namespace = db.namespace();
+    if db.backend() != kizuna_db::Backend::Sqlite {
+        return namespace;
+    }
+    std::path::Path::new(namespace)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|stem| !stem.is_empty() && !stem.starts_with(':'))
+        .unwrap_or("main")
 }
 
 fn not_found<T: Table>(name: &str) -> ApiError {
@@ -216,7 +253,7 @@ impl Store {
     pub fn new(db: Database, service: &'static str, stopping: watch::Receiver<bool>) -> Self {
         let notifier = Notifier::new(db.backend());
         let background = Workers::default();
-        for (name, task) in notifier.tasks(&db, stopping.clone()) {
+        for (name, task) in notifier.tasks(&db, service, stopping.clone()) {
             background.spawn(Worker::new(name, task));
         }
         Self {
@@ -259,7 +296,7 @@ impl Store {
         let tx = self
             .db
             .begin_write()
-            .instrument(db_span(&self.db, "BEGIN", "transaction"))
+            .instrument(db_tx_span(&self.db, "BEGIN"))
             .await
             .map_err(db_error)?;
         Ok(WriteTx {
@@ -893,7 +930,7 @@ impl WriteTx<'_> {
         let db = &self.store.db;
         self.tx
             .commit()
-            .instrument(db_span(db, "COMMIT", "transaction"))
+            .instrument(db_tx_span(db, "COMMIT"))
             .await
             .map_err(db_error)?;
         if self.emitted {

@@ -294,6 +294,8 @@ async fn up(mut settings: Settings, data_dir: &Path, host: &str, port: u16) -> E
     if std::env::var_os("KIZUNA__TELEMETRY__LOG_FORMAT").is_none() {
         settings.telemetry.log_format = LogFormat::Pretty;
     }
+    // `kizuna` is the process's own resource (start-up, signals); each service's spans, logs and
+    // metrics report under its own, `kizuna-<service>`, as under `kizuna serve`.
     let guard = match kizuna_telemetry::init("kizuna", &settings.telemetry) {
         Ok(guard) => guard,
         Err(error) => return config_error(&error),
