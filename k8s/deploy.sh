@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --skip-migrations) skip_migrations=true; shift ;;
     --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     -*) echo "deploy: unknown option $1" >&2; exit 2 ;;
     *) overlay="$1"; shift ;;
   esac

@@ -55,6 +55,31 @@ def memory(pid):
     return values
 
 
+def drive(pid, one, callers, seconds, rpc_error):
+    """`callers` threads call `one()` (returning how many units it did) for `seconds`; returns
+    (units per second, errors, CPU cores the process used meanwhile)."""
+    done, errors, stop, lock = [0], [], time.time() + seconds, threading.Lock()
+
+    def worker():
+        while time.time() < stop:
+            try:
+                units = one()
+                units = 1 if units is None else units
+                with lock:
+                    done[0] += units
+            except rpc_error as error:
+                with lock:
+                    errors.append(f"{error.code().name}: {error.details()}")
+    threads = [threading.Thread(target=worker) for _ in range(callers)]
+    before, start = cpu_seconds(pid), time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.time() - start
+    return done[0] / elapsed, errors, (cpu_seconds(pid) - before) / elapsed
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
@@ -141,32 +166,12 @@ def main():
             time.sleep(args.idle)
             idle_cpu = (cpu_seconds(pid) - before) / (time.time() - start)
             idle_mem = memory(pid)["VmRSS"]
-            counts, errors, stop = [0], [], time.time() + args.load
-            lock = threading.Lock()
             channel = grpc.insecure_channel(f"127.0.0.1:{ports[service]}")
-            one = round_for(service, channel)
-
-            def worker():
-                while time.time() < stop:
-                    try:
-                        one()
-                        with lock:
-                            counts[0] += 1
-                    except grpc.RpcError as error:
-                        with lock:
-                            errors.append(f"{error.code().name}: {error.details()}")
-            threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
-            before, start = cpu_seconds(pid), time.time()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.time() - start
-            load_cpu = (cpu_seconds(pid) - before) / elapsed
+            rate, errors, load_cpu = drive(pid, round_for(service, channel), args.concurrency, args.load, grpc.RpcError)
             mem = memory(pid)
             channel.close()
             rows.append({"service": service, "idle_rss_mib": round(idle_mem, 1), "idle_cpu_cores": round(idle_cpu, 4),
-                         "rounds_per_s": round(counts[0] / elapsed, 1), "errors": len(errors),
+                         "rounds_per_s": round(rate, 1), "errors": len(errors),
                          "first_error": errors[0] if errors else "",
                          "load_cpu_cores": round(load_cpu, 3), "load_rss_mib": round(mem["VmRSS"], 1),
                          "peak_rss_mib": round(mem["VmHWM"], 1)})
@@ -178,8 +183,6 @@ def main():
         stub = leads_pb2_grpc.LeadsServiceStub(channel)
         parents = [stub.CreateLead(leads_pb2.CreateLeadRequest(lead=lead_pb2.Lead(
             email=f"bulk-{i}-{secrets.token_hex(4)}@example.jp")), metadata=metadata).name for i in range(20)]
-        rows_sent, bulk_errors, stop = [0], [], time.time() + args.load
-        lock = threading.Lock()
 
         def message(prefix):
             return leads_pb2.TrackActivitiesRequest(activities=[leads_pb2.TrackActivityRequest(
@@ -187,26 +190,13 @@ def main():
                 activity=activity_pb2.Activity(kind=activity_pb2.ACTIVITY_KIND_PAGE_VIEW,
                                                url=f"https://example.jp/pricing?v={i}")) for i in range(10_000)])
 
-        def bulk_worker():
-            while time.time() < stop:
-                try:
-                    reply = stub.TrackActivities(iter([message(secrets.token_hex(6))]), metadata=metadata)
-                    with lock:
-                        rows_sent[0] += reply.accepted_count
-                except grpc.RpcError as error:
-                    with lock:
-                        bulk_errors.append(f"{error.code().name}: {error.details()}")
-        threads = [threading.Thread(target=bulk_worker) for _ in range(args.bulk_callers)]
-        before, start = cpu_seconds(pid), time.time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.time() - start
+        def track():
+            return stub.TrackActivities(iter([message(secrets.token_hex(6))]), metadata=metadata).accepted_count
+        rate, bulk_errors, bulk_cpu = drive(pid, track, args.bulk_callers, args.load, grpc.RpcError)
         bulk = {"service": "leads (bulk TrackActivities, 10,000 rows/message)", "callers": args.bulk_callers,
-                "rows_per_s": round(rows_sent[0] / elapsed), "errors": len(bulk_errors),
+                "rows_per_s": round(rate), "errors": len(bulk_errors),
                 "first_error": bulk_errors[0] if bulk_errors else "",
-                "cpu_cores": round((cpu_seconds(pid) - before) / elapsed, 3), **memory(pid)}
+                "cpu_cores": round(bulk_cpu, 3), **memory(pid)}
         channel.close()
         print(json.dumps(bulk, ensure_ascii=False), flush=True)
         print("| service | idle RSS | idle CPU | rounds/s | CPU under load | RSS under load | peak RSS |")
