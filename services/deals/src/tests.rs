@@ -5,9 +5,8 @@ use kizuna_errors::ApiError;
 use kizuna_proto::deals::pipeline::Stage;
 use kizuna_proto::deals::{Contact, Deal, ForecastCategory, Pipeline, deal};
 use kizuna_proto::types::{Date, Money};
-use kizuna_store::{ListQuery, Store};
+use kizuna_store::ListQuery;
 use prost_types::FieldMask;
-use sqlx::Row;
 
 use crate::error::Error;
 use crate::tables::{Deals, Pipelines};
@@ -60,25 +59,6 @@ fn mask(paths: &[&str]) -> FieldMask {
 
 fn events(list: &[(String, String)]) -> Vec<&str> {
     list.iter().map(|(t, _)| t.as_str()).collect()
-}
-
-async fn history(store: &Store, deal_id: &str) -> Vec<(String, String, String)> {
-    sqlx::query(
-        "SELECT from_stage, to_stage, to_state FROM deal_stage_history WHERE deal_id = $1 ORDER BY sequence",
-    )
-    .bind(deal_id)
-    .fetch_all(store.db().pool())
-    .await
-    .expect("history")
-    .iter()
-    .map(|r| {
-        (
-            r.try_get(0).expect("from"),
-            r.try_get(1).expect("to"),
-            r.try_get(2).expect("state"),
-        )
-    })
-    .collect()
 }
 
 fn invalid_fields(error: Error) -> Vec<String> {
@@ -149,7 +129,7 @@ async fn a_deal_goes_from_first_stage_to_won_with_its_events(backend: Backend) {
         ["deal.updated", "deal.stage_changed", "deal.won"]
     );
     assert_eq!(
-        history(s, "d1").await,
+        deals::stage_moves(s, "d1").await,
         [
             ("".into(), "qualification".into(), "OPEN".into()),
             ("qualification".into(), "closed_won".into(), "WON".into()),
@@ -427,7 +407,7 @@ async fn pipelines_protect_their_open_deals(backend: Backend) {
     deals::delete(s, &d.name, &edited.etag)
         .await
         .expect("deleted");
-    assert!(history(s, "d1").await.is_empty());
+    assert!(deals::stage_moves(s, "d1").await.is_empty());
 }
 
 async fn line_item_changes_recompute_the_amount_unless_it_is_given(backend: Backend) {
