@@ -1,4 +1,5 @@
-//! Deals: creating, updating and deleting them, and the public surface of the folder.
+//! Deals: creating, updating and deleting them, the SQL other modules need on the `deals` table
+//! (the open deals of a pipeline), and the public surface of the folder.
 //!
 //! [`validate`](validate()) checks a deal and sums its line items (`validate.rs`), [`start`] and
 //! [`settle`] move it through its pipeline's stages (`stages.rs`), and every move is appended to
@@ -16,9 +17,10 @@ use kizuna_errors::ApiError;
 use kizuna_proto::deals::{Deal, Pipeline, deal};
 use kizuna_proto::prost_types::FieldMask;
 use kizuna_store::{Store, WriteTx, apply_mask};
+use sqlx::Row;
 
 use crate::error::{Error, Result};
-use crate::tables::{Deals, Pipelines};
+use crate::tables::{Deals, Pipelines, state_name};
 
 #[cfg(test)]
 pub(crate) use history::stage_moves;
@@ -142,4 +144,76 @@ pub async fn delete(store: &Store, name: &str, etag: &str) -> Result<Deal> {
     tx.emit::<Deals>("deleted", &current).await?;
     tx.commit().await?;
     Ok(current)
+}
+
+/// `SELECT {columns} FROM deals` for the open deals of `pipeline` (to narrow and order further).
+fn open_deals_of(columns: &str, pipeline: &str) -> kizuna_store::Sql {
+    let mut sql = kizuna_store::Sql::new(format!("SELECT {columns} FROM deals WHERE pipeline = "));
+    sql.bind(pipeline)
+        .push(" AND state = ")
+        .bind(state_name(deal::State::Open as i32));
+    sql
+}
+
+/// The first (by id) open deal of `pipeline`, if it has one.
+pub(crate) async fn first_open_deal(
+    tx: &mut WriteTx<'_>,
+    pipeline: &str,
+) -> Result<Option<String>> {
+    let mut sql = open_deals_of("id", pipeline);
+    sql.push(" ORDER BY id LIMIT 1");
+    let row = sql
+        .query()
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(kizuna_store::db_error)?;
+    match row {
+        Some(row) => {
+            let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
+            Ok(Some(format!("deals/{id}")))
+        }
+        None => Ok(None),
+    }
+}
+
+/// For every stage of `pipeline` holding open deals, `(stage, one of those deals)`.
+pub(crate) async fn open_deals_by_stage(
+    tx: &mut WriteTx<'_>,
+    pipeline: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut sql = open_deals_of("stage, MIN(id)", pipeline);
+    sql.push(" GROUP BY stage ORDER BY stage");
+    let rows = sql
+        .query()
+        .fetch_all(tx.conn())
+        .await
+        .map_err(kizuna_store::db_error)?;
+    let mut stages = Vec::with_capacity(rows.len());
+    for row in rows {
+        let stage: String = row.try_get(0).map_err(kizuna_store::db_error)?;
+        let id: String = row.try_get(1).map_err(kizuna_store::db_error)?;
+        stages.push((stage, format!("deals/{id}")));
+    }
+    Ok(stages)
+}
+
+/// The names of the open deals in `stage` of `pipeline`, by id.
+pub(crate) async fn open_deals_in_stage(
+    tx: &mut WriteTx<'_>,
+    pipeline: &str,
+    stage: &str,
+) -> Result<Vec<String>> {
+    let mut sql = open_deals_of("id", pipeline);
+    sql.push(" AND stage = ").bind(stage).push(" ORDER BY id");
+    let rows = sql
+        .query()
+        .fetch_all(tx.conn())
+        .await
+        .map_err(kizuna_store::db_error)?;
+    let mut names = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
+        names.push(format!("deals/{id}"));
+    }
+    Ok(names)
 }
