@@ -1,16 +1,10 @@
-//! Test fixtures shared by the unit tests of the deals folder: a yen amount, an open-able deal
-//! and the fields an INVALID_ARGUMENT names.
+//! Test fixtures shared by the unit tests of the deals folder: a deal that can be started, the
+//! fields an INVALID_ARGUMENT names, and yen amounts (from the crate's test support).
 
 use kizuna_errors::ApiError;
 use kizuna_proto::deals::Deal;
-use kizuna_proto::types::Money;
 
-pub(super) fn yen(amount_minor: i64) -> Money {
-    Money {
-        currency_code: "JPY".into(),
-        amount_minor,
-    }
-}
+pub(super) use crate::testing::yen;
 
 pub(super) fn deal() -> Deal {
     Deal {

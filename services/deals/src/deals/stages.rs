@@ -238,32 +238,14 @@ pub(super) async fn announce(
 
 #[cfg(test)]
 mod tests {
-    use kizuna_proto::deals::ForecastCategory;
-    use kizuna_proto::deals::pipeline::Stage;
-
     use super::*;
     use crate::deals::fixtures::{deal, fields};
-
-    fn stage(id: &str, probability: f64, category: ForecastCategory) -> Stage {
-        Stage {
-            stage_id: id.into(),
-            display_name: id.into(),
-            probability,
-            forecast_category: category as i32,
-        }
-    }
+    use crate::testing::sales_pipeline;
 
     fn pipeline() -> Pipeline {
         Pipeline {
             name: "pipelines/new-business".into(),
-            display_name: "New business".into(),
-            stages: vec![
-                stage("qualification", 0.1, ForecastCategory::Pipeline),
-                stage("proposal", 0.5, ForecastCategory::BestCase),
-                stage("closed_won", 1.0, ForecastCategory::ClosedWon),
-                stage("closed_lost", 0.0, ForecastCategory::ClosedLost),
-            ],
-            ..Pipeline::default()
+            ..sales_pipeline(false)
         }
     }
 
