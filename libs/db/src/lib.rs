@@ -15,7 +15,7 @@ use kizuna_settings::{DatabaseSettings, Secret};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
-pub use migrate::{Migration, MigrationError};
+pub use migrate::{Migration, MigrationError, RESOURCE_COLUMNS};
 
 /// Which database engine a pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
