@@ -131,31 +131,45 @@ spawn_fn!(spawn_deals, kizuna_deals::Application);
 spawn_fn!(spawn_accounts, kizuna_accounts::Application);
 spawn_fn!(spawn_gateway, kizuna_gateway::Application);
 
-/// All four services, each with its own fresh database, and admin clients.
+/// The services a test runs, each with its own fresh database, and admin clients. Start only
+/// what the test uses: [`Suite::leads_only`] for the leads service alone, [`Suite::start`] for
+/// all four (the gateway then talks to the three others).
 #[derive(Debug)]
 pub struct Suite {
     /// The leads service.
     pub leads: Running,
-    /// The deals service.
-    pub deals: Running,
-    /// The accounts service.
-    pub accounts: Running,
-    /// The gateway.
-    pub gateway: Running,
+    /// The deals service, when started.
+    pub deals: Option<Running>,
+    /// The accounts service, when started.
+    pub accounts: Option<Running>,
+    /// The gateway, when started.
+    pub gateway: Option<Running>,
     /// Admin token.
     pub token: String,
 }
 
+async fn start_leads(backend: Backend) -> Option<Running> {
+    kizuna_telemetry::init_for_tests();
+    let db = TestDb::create(backend).await?;
+    let settings = settings_for(&db.url);
+    Some(spawn_leads(db, settings).await)
+}
+
+fn started(service: &Option<Running>, name: &str) -> u16 {
+    service
+        .as_ref()
+        .unwrap_or_else(|| panic!("the {name} service was not started: use Suite::start"))
+        .port
+}
+
 impl Suite {
-    /// Starts the suite on `backend`, or `None` when that backend is unavailable (see module doc).
+    /// Starts all four services on `backend`, or `None` when that backend is unavailable (see
+    /// module doc).
     pub async fn start(backend: Backend) -> Option<Self> {
-        kizuna_telemetry::init_for_tests();
-        let leads_db = TestDb::create(backend).await?;
+        let leads = start_leads(backend).await?;
         let deals_db = TestDb::create(backend).await?;
         let accounts_db = TestDb::create(backend).await?;
         let gateway_db = TestDb::create(backend).await?;
-        let leads_settings = settings_for(&leads_db.url);
-        let leads = spawn_leads(leads_db, leads_settings).await;
         let deals_settings = settings_for(&deals_db.url);
         let deals = spawn_deals(deals_db, deals_settings).await;
         let accounts_settings = settings_for(&accounts_db.url);
@@ -167,11 +181,35 @@ impl Suite {
         let gateway = spawn_gateway(gateway_db, gateway_settings).await;
         Some(Self {
             leads,
-            deals,
-            accounts,
-            gateway,
+            deals: Some(deals),
+            accounts: Some(accounts),
+            gateway: Some(gateway),
             token: token(&["admin"]),
         })
+    }
+
+    /// Starts the leads service alone (one database instead of four).
+    pub async fn leads_only(backend: Backend) -> Option<Self> {
+        Some(Self {
+            leads: start_leads(backend).await?,
+            deals: None,
+            accounts: None,
+            gateway: None,
+            token: token(&["admin"]),
+        })
+    }
+
+    /// The deals port (panics when deals was not started).
+    pub fn deals_port(&self) -> u16 {
+        started(&self.deals, "deals")
+    }
+    /// The accounts port (panics when accounts was not started).
+    pub fn accounts_port(&self) -> u16 {
+        started(&self.accounts, "accounts")
+    }
+    /// The gateway port (panics when the gateway was not started).
+    pub fn gateway_port(&self) -> u16 {
+        started(&self.gateway, "gateway")
     }
 
     /// An admin leads client.
@@ -184,28 +222,31 @@ impl Suite {
     /// An admin deals client.
     pub async fn deals(&self) -> DealsServiceClient<Authed> {
         DealsServiceClient::with_interceptor(
-            channel(self.deals.port).await,
+            channel(self.deals_port()).await,
             Bearer(Some(self.token.clone())),
         )
     }
     /// An admin accounts client.
     pub async fn accounts(&self) -> AccountsServiceClient<Authed> {
         AccountsServiceClient::with_interceptor(
-            channel(self.accounts.port).await,
+            channel(self.accounts_port()).await,
             Bearer(Some(self.token.clone())),
         )
     }
     /// An admin gateway client.
     pub async fn gateway(&self) -> GatewayServiceClient<Authed> {
         GatewayServiceClient::with_interceptor(
-            channel(self.gateway.port).await,
+            channel(self.gateway_port()).await,
             Bearer(Some(self.token.clone())),
         )
     }
 
-    /// Stops every service.
+    /// Stops every service it started.
     pub async fn stop(self) {
-        for running in [self.gateway, self.leads, self.deals, self.accounts] {
+        for running in [self.gateway, Some(self.leads), self.deals, self.accounts]
+            .into_iter()
+            .flatten()
+        {
             let _ = running.stop().await;
         }
     }

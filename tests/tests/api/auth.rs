@@ -10,7 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 async fn refused_without_the_right_token(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let port = suite.leads.port;

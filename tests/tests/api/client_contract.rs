@@ -449,9 +449,9 @@ async fn reflection_lists_what_the_port_serves(backend: Backend) {
     };
     for (port, own) in [
         (suite.leads.port, "kizuna.leads.v1.LeadsService"),
-        (suite.deals.port, "kizuna.deals.v1.DealsService"),
-        (suite.accounts.port, "kizuna.accounts.v1.AccountsService"),
-        (suite.gateway.port, "kizuna.gateway.v1.GatewayService"),
+        (suite.deals_port(), "kizuna.deals.v1.DealsService"),
+        (suite.accounts_port(), "kizuna.accounts.v1.AccountsService"),
+        (suite.gateway_port(), "kizuna.gateway.v1.GatewayService"),
     ] {
         let mut expected = vec![
             "grpc.health.v1.Health".to_owned(),

@@ -157,7 +157,7 @@ async fn subject_full_view(backend: Backend) {
         gateway: gateway_service,
         token,
     } = suite;
-    let _accounts_db = accounts.stop().await;
+    let _accounts_db = accounts.expect("accounts started").stop().await;
     let partial = gateway
         .get_subject(GetSubjectRequest {
             name: subject.name.clone(),
@@ -171,7 +171,10 @@ async fn subject_full_view(backend: Backend) {
     assert!(partial.account_record.is_none());
     assert_eq!(partial.missing_parts, ["accounts"]);
     drop(token);
-    for running in [gateway_service, leads, deals_service] {
+    for running in [gateway_service, Some(leads), deals_service]
+        .into_iter()
+        .flatten()
+    {
         let _ = running.stop().await;
     }
 }

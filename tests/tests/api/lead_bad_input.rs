@@ -42,7 +42,7 @@ async fn last_sequence(client: &mut Client) -> i64 {
 }
 
 async fn every_rpc_rejects_bad_input(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;

@@ -89,7 +89,7 @@ async fn events(client: &mut Client, event_type: &str) -> Vec<String> {
 }
 
 async fn capture_merges_spellings(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -309,7 +309,7 @@ async fn import(client: &mut Client) -> ImportLeadsResponse {
 }
 
 async fn import_good_duplicate_and_bad_rows(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -422,7 +422,7 @@ async fn merge(client: &mut Client, request: MergeLeadsRequest) -> Result<Lead, 
 }
 
 async fn merge_leads_moves_everything(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -660,7 +660,7 @@ async fn merge_leads_moves_everything(backend: Backend) {
 both_backends!(merge_leads, merge_leads_moves_everything);
 
 async fn concurrent_captures_of_one_person(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let spellings = [
@@ -712,7 +712,7 @@ async fn concurrent_captures_of_one_person(backend: Backend) {
 both_backends!(capture_race, concurrent_captures_of_one_person);
 
 async fn merged_activity_ids_that_collide_are_renamed(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -774,7 +774,7 @@ both_backends!(
 /// new grade can carry it over the MQL threshold (announced once).
 async fn filled_fields_regrade(backend: Backend) {
     use kizuna_proto::leads::scoring_model::{FitRule, fit_rule};
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;

@@ -129,7 +129,7 @@ fn engagement_sum(score: &LeadScore) -> f64 {
 }
 
 async fn stages_from_capture_to_disqualification(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -476,7 +476,7 @@ async fn stages_from_capture_to_disqualification(backend: Backend) {
 both_backends!(lifecycle, stages_from_capture_to_disqualification);
 
 async fn stages_without_a_published_model(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;

@@ -39,7 +39,7 @@ async fn count(client: &mut LeadsServiceClient<kizuna_tests::Authed>) -> usize {
 }
 
 async fn crud_round_trip(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -136,7 +136,7 @@ async fn crud_round_trip(backend: Backend) {
 both_backends!(crud, crud_round_trip);
 
 async fn bad_input_changes_nothing(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -363,7 +363,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
 both_backends!(bad_input, bad_input_changes_nothing);
 
 async fn idempotent_creates_and_duplicates(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -464,7 +464,7 @@ async fn idempotent_creates_and_duplicates(backend: Backend) {
 both_backends!(idempotency, idempotent_creates_and_duplicates);
 
 async fn pages_are_stable_and_tokens_bound(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -569,7 +569,7 @@ async fn pages_are_stable_and_tokens_bound(backend: Backend) {
 both_backends!(paging, pages_are_stable_and_tokens_bound);
 
 async fn activities_belong_to_existing_leads(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -636,7 +636,7 @@ async fn activities_belong_to_existing_leads(backend: Backend) {
 both_backends!(activities, activities_belong_to_existing_leads);
 
 async fn scoring_models_are_validated(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;

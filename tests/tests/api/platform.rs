@@ -429,7 +429,7 @@ both_backends!(
 );
 
 async fn raced_duplicates_name_the_existing(backend: Backend) {
-    let Some(suite) = kizuna_tests::Suite::start(backend).await else {
+    let Some(suite) = kizuna_tests::Suite::leads_only(backend).await else {
         return;
     };
     let attempts: Vec<_> = (0..8)

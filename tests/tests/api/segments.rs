@@ -154,7 +154,7 @@ async fn count(client: &mut LeadsServiceClient<Authed>, name: &str) -> i64 {
 }
 
 async fn segments_select_their_members(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
@@ -361,7 +361,7 @@ async fn segments_select_their_members(backend: Backend) {
 both_backends!(members, segments_select_their_members);
 
 async fn segments_crud_and_bad_filters(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::leads_only(backend).await else {
         return;
     };
     let mut client = suite.leads().await;
