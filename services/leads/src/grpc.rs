@@ -137,7 +137,8 @@ impl LeadsService for LeadsApi {
         if r.parent != "leads/-" {
             r.parent = capture::live_lead_name(&self.store, &r.parent)
                 .await
-                .map_err(status)?;
+                .map_err(status)?
+                .into();
         }
         let query = list_query!(r, parent);
         let page = self

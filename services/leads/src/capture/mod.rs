@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub mod import;
 pub mod merge;
 pub mod redirects;
+
+pub use redirects::LiveLead;
 pub mod rules;
 
 use crate::tables::Leads;
@@ -209,9 +211,9 @@ pub async fn delete(store: &Store, name: &str, etag: &str) -> Result<Lead> {
 
 /// The live lead behind `name` (itself, or the lead it was merged into); names that are not
 /// lead names come back unchanged for the caller's validation to report.
-pub async fn live_lead_name(store: &Store, name: &str) -> Result<String> {
+pub async fn live_lead_name(store: &Store, name: &str) -> Result<LiveLead> {
     if kizuna_store::parse_name::<Leads>(name).is_none() {
-        return Ok(name.to_owned());
+        return Ok(LiveLead::unresolved(name));
     }
     let mut conn = store
         .db()
@@ -219,7 +221,7 @@ pub async fn live_lead_name(store: &Store, name: &str) -> Result<String> {
         .acquire()
         .await
         .map_err(kizuna_store::db_error)?;
-    Ok(redirects::resolve_name(&mut conn, name).await?)
+    Ok(redirects::live(&mut conn, name).await?)
 }
 
 /// `name` of an activity with its lead part resolved like [`live_lead_name`].
@@ -228,7 +230,8 @@ pub async fn live_activity_name(store: &Store, name: &str) -> Result<String> {
         Some(parsed) => {
             let lead = live_lead_name(store, &parsed.parent).await?;
             Ok(kizuna_store::format_name::<crate::tables::Activities>(
-                &lead, &parsed.id,
+                lead.as_str(),
+                &parsed.id,
             ))
         }
         None => Ok(name.to_owned()),

@@ -6,6 +6,45 @@ use kizuna_errors::ApiError;
 use kizuna_store::db_error;
 use sqlx::Row;
 
+/// A lead name with merge redirects resolved: the live lead it stands for, or the name as given
+/// when it stands for none (reading it then fails with NOT_FOUND, or its validation names the
+/// field). Only `crate::capture::live_lead_name` makes one, and the domain operations that take
+/// an existing lead by name (`GetLeadScore`, `MarkHandedOff`, `RecycleLead`, `DisqualifyLead`,
+/// `ListStageChanges`, `ListActivities`, …) take a `LiveLead`: a new RPC cannot forget to follow
+/// a merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveLead(String);
+
+impl LiveLead {
+    /// `name` as given: it is not a lead name, so it stands for no lead.
+    pub(crate) fn unresolved(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
+    /// The resolved name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for LiveLead {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<LiveLead> for String {
+    fn from(lead: LiveLead) -> String {
+        lead.0
+    }
+}
+
+/// Resolves `name` (see [`resolve_name`]).
+pub(crate) async fn live(conn: &mut sqlx::AnyConnection, name: &str) -> Result<LiveLead, ApiError> {
+    resolve_name(conn, name).await.map(LiveLead)
+}
+
 /// The lead `name` was merged into, if it was.
 pub async fn resolve(
     conn: &mut sqlx::AnyConnection,

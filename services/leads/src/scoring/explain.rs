@@ -9,6 +9,7 @@ use prost_types::Timestamp;
 use super::apply::activity_time;
 use super::engine::{self, RuleKind};
 use super::published_model;
+use crate::capture::LiveLead;
 use crate::error::Result;
 use crate::stages::validate_name;
 use crate::tables::Leads;
@@ -18,7 +19,11 @@ pub const NO_PUBLISHED_MODEL: &str = "NO_PUBLISHED_MODEL";
 
 /// The live score of the lead `name` as of `as_of` (default now) under the newest published
 /// model, counting the activities that occurred by then.
-pub async fn lead_score(store: &Store, name: &str, as_of: Option<Timestamp>) -> Result<LeadScore> {
+pub async fn lead_score(
+    store: &Store,
+    name: &LiveLead,
+    as_of: Option<Timestamp>,
+) -> Result<LeadScore> {
     let mut v = Validator::new();
     validate_name(&mut v, "name", name);
     if let Some(ts) = &as_of {

@@ -22,6 +22,7 @@ use kizuna_store::{
 use sqlx::Row;
 use tracing::Instrument;
 
+use crate::capture::LiveLead;
 use crate::error::Result;
 use crate::tables::{Leads, stage_name};
 
@@ -220,7 +221,7 @@ async fn apply(
 /// Moves the lead `name` to SQL for `deal` (see the `MarkHandedOff` RPC).
 pub async fn mark_handed_off(
     store: &Store,
-    name: &str,
+    name: &LiveLead,
     deal: &str,
     request_id: &str,
 ) -> Result<Lead> {
@@ -268,7 +269,12 @@ fn validate_reason(v: &mut Validator, reason: &str) {
 }
 
 /// Sends the lead `name` back to nurturing (see the `RecycleLead` RPC).
-pub async fn recycle(store: &Store, name: &str, reason: &str, reset_score: bool) -> Result<Lead> {
+pub async fn recycle(
+    store: &Store,
+    name: &LiveLead,
+    reason: &str,
+    reset_score: bool,
+) -> Result<Lead> {
     let mut v = Validator::new();
     validate_name(&mut v, "name", name);
     validate_reason(&mut v, reason);
@@ -292,7 +298,7 @@ pub async fn recycle(store: &Store, name: &str, reason: &str, reset_score: bool)
 }
 
 /// Disqualifies the lead `name` (see the `DisqualifyLead` RPC).
-pub async fn disqualify(store: &Store, name: &str, reason: &str) -> Result<Lead> {
+pub async fn disqualify(store: &Store, name: &LiveLead, reason: &str) -> Result<Lead> {
     let mut v = Validator::new();
     validate_name(&mut v, "name", name);
     validate_reason(&mut v, reason);
@@ -318,10 +324,11 @@ pub async fn disqualify(store: &Store, name: &str, reason: &str) -> Result<Lead>
 /// A page of the stage changes of the lead `parent`, oldest first.
 pub async fn list_changes(
     store: &Store,
-    parent: &str,
+    parent: &LiveLead,
     requested_page_size: i32,
     page_token: &str,
 ) -> Result<ListStageChangesResponse> {
+    let parent = parent.as_str();
     let mut v = Validator::new();
     validate_name(&mut v, "parent", parent);
     v.finish()?;
