@@ -111,6 +111,16 @@ impl Lease {
     /// Extends the holding `fence` proves; `false` when the lease is no longer ours.
     pub async fn renew(&self, fence: &Fence) -> Result<bool, ApiError> {
         let expire = kizuna_db::now_micros().saturating_add(micros(self.settings.ttl));
+        self.expire_at(fence, expire).await
+    }
+
+    /// Gives the holding `fence` proves up (a stand-by may take the lease at once).
+    pub async fn release(&self, fence: &Fence) -> Result<(), ApiError> {
+        self.expire_at(fence, 0).await.map(|_| ())
+    }
+
+    /// Sets the expiry of the holding `fence` proves; `false` when the lease is no longer ours.
+    async fn expire_at(&self, fence: &Fence, expire: i64) -> Result<bool, ApiError> {
         let result = sqlx::query(
             "UPDATE worker_leases SET expire_time = $1 WHERE name = $2 AND holder = $3 AND token = $4",
         )
@@ -123,21 +133,6 @@ impl Lease {
         .await
         .map_err(db_error)?;
         Ok(result.rows_affected() == 1)
-    }
-
-    /// Gives the holding `fence` proves up (a stand-by may take the lease at once).
-    pub async fn release(&self, fence: &Fence) -> Result<(), ApiError> {
-        sqlx::query(
-            "UPDATE worker_leases SET expire_time = 0 WHERE name = $1 AND holder = $2 AND token = $3",
-        )
-        .bind(self.name.as_ref())
-        .bind(self.holder.as_ref())
-        .bind(fence.token)
-        .execute(self.db.pool())
-        .instrument(db_span(&self.db, "UPDATE", "worker_leases"))
-        .await
-        .map_err(db_error)?;
-        Ok(())
     }
 
     /// Runs `body` whenever this process holds the lease, until `stopping`: waits as a

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
-use kizuna_proto::leads::scoring_model::EngagementRule;
 use kizuna_proto::leads::*;
 use kizuna_proto::types::{Channel, Consent, ConsentState, LifecycleStage};
-use kizuna_tests::{Authed, Backend, Suite, both_backends, violated_fields};
+use kizuna_tests::{Authed, Backend, Suite, both_backends, pricing_model, violated_fields};
 use prost_types::Timestamp;
 use tonic::Code;
 
@@ -365,23 +364,6 @@ async fn import_good_duplicate_and_bad_rows(backend: Backend) {
     suite.stop().await;
 }
 both_backends!(import_rows_each_alone, import_good_duplicate_and_bad_rows);
-
-fn pricing_model() -> ScoringModel {
-    ScoringModel {
-        display_name: "Pricing interest".into(),
-        engagement_rules: vec![EngagementRule {
-            rule_id: "pricing".into(),
-            activity_kind: ActivityKind::PageView as i32,
-            url_contains: "/pricing".into(),
-            points: 30.0,
-            ..Default::default()
-        }],
-        half_life_days: 0.0,
-        mql_score_threshold: 50.0,
-        state: scoring_model::State::Published as i32,
-        ..Default::default()
-    }
-}
 
 async fn track(client: &mut Client, lead: &str, url: &str) -> Activity {
     client
