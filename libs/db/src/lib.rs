@@ -5,17 +5,32 @@
 //! Queries go through sqlx's `Any` driver so one SQL text serves both backends (both accept `$1`
 //! placeholders). Only the types `Any` supports cross the boundary: integers, floats, text and
 //! bytes; times are stored as integer microseconds since the Unix epoch (UTC).
+//!
+//! Faults: [`fault::classify`] is the one reading of driver errors (a lost or refused
+//! connection is [`Fault::Unreachable`]); [`Outage`] tracks whether the database is reachable
+//! for the calls and the health probe; [`Database::acquire`] waits for a connection no longer
+//! than the call's deadline allows ([`deadline`]) and refuses at once during an outage.
 
+pub mod deadline;
+pub mod fault;
 mod migrate;
+mod outage;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use kizuna_settings::{DatabaseSettings, Secret};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection, Executor, SqlSafeStr, Transaction};
 
+pub use fault::Fault;
 pub use migrate::{Migration, MigrationError};
+pub use outage::{FAIL_FAST_WINDOW, Outage};
+
+/// Longest a health probe waits for the database (connection and `SELECT 1`) before it counts
+/// as a failure.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which database engine a pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +87,10 @@ pub struct Database {
     backend: Backend,
     namespace: String,
     statement_bytes: usize,
+    options: AnyConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    outage: Outage,
 }
 
 /// Bytes of bound values one multi-row statement carries at most over TCP: under Linux's
@@ -117,9 +136,10 @@ impl Database {
             LOCAL_STATEMENT_BYTES
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let acquire_timeout = Duration::from_secs(settings.acquire_timeout_secs);
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -132,13 +152,17 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             url: Secret::new(url),
             backend,
+            outage: Outage::new(&namespace),
             namespace,
             statement_bytes,
+            options,
+            max_connections: settings.max_connections,
+            acquire_timeout,
         })
     }
 
@@ -148,9 +172,58 @@ impl Database {
         self.statement_bytes
     }
 
-    /// The pool, for queries.
+    /// The pool, for queries. Prefer [`Database::acquire`], which bounds the wait by the
+    /// call's deadline and refuses at once during an outage.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// What is known about the database being reachable.
+    pub fn outage(&self) -> &Outage {
+        &self.outage
+    }
+
+    /// A pooled connection, waiting at most the pool's acquire timeout or until the call being
+    /// served must be answered ([`deadline::wait_bound`]), whichever comes first. During an
+    /// outage it fails at once ([`Outage::admit`]). Errors are driver errors, classified
+    /// [`Fault::Unreachable`] when no connection could be had.
+    pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        if !self.outage.admit() {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the database is unreachable (outage under way)",
+            )));
+        }
+        let wait = deadline::wait_bound(self.acquire_timeout);
+        match tokio::time::timeout(wait, self.pool.acquire()).await {
+            Ok(Ok(conn)) => {
+                self.outage.record_success();
+                Ok(conn)
+            }
+            Ok(Err(error)) => {
+                if fault::is_unreachable(&error) && !self.pool_busy() {
+                    self.outage.record_failure(&error);
+                }
+                Err(error)
+            }
+            Err(_) => {
+                // Waiting while every connection is busy is load, not an outage; with room in
+                // the pool, no connection within the wait means the database does not answer.
+                if !self.pool_busy() {
+                    self.outage.record_failure(&format_args!(
+                        "no connection within {} ms (connections refused, dropped or hanging)",
+                        wait.as_millis()
+                    ));
+                }
+                Err(sqlx::Error::PoolTimedOut)
+            }
+        }
+    }
+
+    /// Whether every connection of the pool is in use (so a wait says nothing about the
+    /// database being reachable).
+    fn pool_busy(&self) -> bool {
+        self.pool.size() >= self.max_connections && self.pool.num_idle() == 0
     }
 
     /// The connection URL (for a dedicated connection such as `LISTEN`).
@@ -181,16 +254,61 @@ impl Database {
     ///
     /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers queue on the
     /// busy timeout instead of one failing when it upgrades a read lock.
+    ///
+    /// The connection comes from [`Database::acquire`]; the `BEGIN` itself is not bounded (on
+    /// SQLite it queues behind other writers for the busy timeout, which is load, not an
+    /// outage).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        let conn = self.acquire().await?;
+        let statement = match self.backend {
+            Backend::Sqlite => Some("BEGIN IMMEDIATE".into_sql_str()),
+            Backend::Postgres => None,
+        };
+        // `Pool::begin` does the same over `Pool::acquire`; this one starts from our bounded
+        // acquire.
+        Transaction::begin(conn, statement).await
     }
 
-    /// Whether the database answers a trivial query now.
+    /// Whether the database answers a trivial query within [`PROBE_TIMEOUT`]: the health probe.
+    /// It is never refused by an outage (it is how the end of one is seen) and records its
+    /// outcome in [`Database::outage`]; when it fails, the cause it logs comes from a direct
+    /// connection attempt if the pool could only say that it timed out.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        let probe = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            Ok::<(), sqlx::Error>(())
+        };
+        let error = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(())) => {
+                self.outage.record_success();
+                return true;
+            }
+            Ok(Err(error)) if !matches!(error, sqlx::Error::PoolTimedOut) => error.to_string(),
+            _ if self.outage.is_down() => String::new(),
+            _ => self.diagnose().await,
+        };
+        self.outage.record_failure(&error);
+        false
+    }
+
+    /// Why a new connection cannot be opened now, for the log line that starts an outage.
+    async fn diagnose(&self) -> String {
+        let connect = sqlx::AnyConnection::connect_with(&self.options);
+        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                format!(
+                    "no pooled connection answered within {} ms",
+                    PROBE_TIMEOUT.as_millis()
+                )
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!(
+                "connecting did not complete within {} ms",
+                PROBE_TIMEOUT.as_millis()
+            ),
+        }
     }
 
     /// Applies the migrations not yet applied, in version order.

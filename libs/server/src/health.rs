@@ -3,6 +3,12 @@
 //! The overall status (`""`) and each registered service are SERVING while the database
 //! answers and NOT_SERVING while it does not (readiness); [`LIVENESS_SERVICE`] is SERVING as
 //! long as the process runs (liveness). Shutdown turns everything NOT_SERVING.
+//!
+//! The status follows the database's [`Outage`](kizuna_db::Outage) tracker: the probe
+//! (`SELECT 1`, at most [`kizuna_db::PROBE_TIMEOUT`], every `database.health_interval_secs`)
+//! feeds it, and so do calls that cannot get a connection, so health turns NOT_SERVING as soon
+//! as either sees the outage and SERVING at the first probe that succeeds. The tracker logs the
+//! outage's start and end.
 
 use std::time::Duration;
 
@@ -40,50 +46,43 @@ pub(crate) async fn spawn_probe(
         });
         return;
     };
-    let mut up = database.ping().await;
-    set_all(
-        &reporter,
-        &names,
-        if up {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        },
-    )
-    .await;
-    if !up {
-        tracing::warn!(
-            db.namespace = database.namespace(),
-            "database unreachable: health is NOT_SERVING"
-        );
-    }
+    let mut reachable = database.outage().subscribe();
+    database.ping().await;
+    let mut serving = *reachable.borrow_and_update();
+    set_all(&reporter, &names, serving_status(serving)).await;
     tokio::spawn(async move {
+        let mut probe = tokio::time::interval(interval);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        probe.tick().await;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = probe.tick() => {
+                    database.ping().await;
+                }
+                changed = reachable.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = stopping.changed() => {}
             }
             if *stopping.borrow() {
                 set_all(&reporter, &names, ServingStatus::NotServing).await;
                 return;
             }
-            let now_up = database.ping().await;
-            if now_up != up {
-                up = now_up;
-                if up {
-                    tracing::info!(
-                        db.namespace = database.namespace(),
-                        "database reachable again: health is SERVING"
-                    );
-                    set_all(&reporter, &names, ServingStatus::Serving).await;
-                } else {
-                    tracing::warn!(
-                        db.namespace = database.namespace(),
-                        "database unreachable: health is NOT_SERVING"
-                    );
-                    set_all(&reporter, &names, ServingStatus::NotServing).await;
-                }
+            let now = *reachable.borrow_and_update();
+            if now != serving {
+                serving = now;
+                set_all(&reporter, &names, serving_status(serving)).await;
             }
         }
     });
+}
+
+fn serving_status(reachable: bool) -> ServingStatus {
+    if reachable {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }
