@@ -4,6 +4,7 @@ mod accounts;
 mod auth;
 mod deals;
 mod events;
+mod faults;
 mod gateway;
 mod health;
 mod lead_backfill;
