@@ -35,7 +35,7 @@ const CLOSED_WORDS: &[&str] = &[
     "broken pipe",
     "unexpected eof",
     "closed the connection",
-    "not accepting connections",
+    "accepting connections",
     "terminating connection",
 ];
 

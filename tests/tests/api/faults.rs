@@ -76,7 +76,12 @@ impl Drop for Proxy {
     }
 }
 
-async fn serve(listener: TcpListener, port: u16, upstream: String, mut mode: watch::Receiver<Mode>) {
+async fn serve(
+    listener: TcpListener,
+    port: u16,
+    upstream: String,
+    mut mode: watch::Receiver<Mode>,
+) {
     let mut listener = Some(listener);
     loop {
         let current = *mode.borrow_and_update();
@@ -163,10 +168,7 @@ fn through_proxy(url: &str, port: u16) -> (String, String) {
     } else {
         format!("{host}:5432")
     };
-    (
-        format!("{scheme}://{user}127.0.0.1:{port}{path}"),
-        upstream,
-    )
+    (format!("{scheme}://{user}127.0.0.1:{port}{path}"), upstream)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,7 +254,11 @@ fn assert_unavailable<T: std::fmt::Debug>(
         "{what} during an outage: {status:?}"
     );
     assert!(took < DEADLINE, "{what} answered after {took:?}");
-    assert_eq!(reason(&status), "DATABASE_UNAVAILABLE", "{what}: {status:?}");
+    assert_eq!(
+        reason(&status),
+        "DATABASE_UNAVAILABLE",
+        "{what}: {status:?}"
+    );
     let retry = status.get_error_details();
     let delay = retry
         .retry_info()
@@ -313,10 +319,7 @@ async fn outage_round(
     call!(
         "GetLeadScore",
         c,
-        c.get_lead_score(timed(GetLeadScoreRequest {
-            name,
-            as_of: None
-        }))
+        c.get_lead_score(timed(GetLeadScoreRequest { name, as_of: None }))
     );
     let parent = lead.clone();
     call!(
@@ -368,12 +371,59 @@ async fn rounds_until(
 // ---------------------------------------------------------------------------------------------
 // Outages.
 
+/// How the test cuts the service off its database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// Connections refused and existing ones dropped (the proxy).
+    Refuse,
+    /// Connections accepted but nothing answered (the proxy).
+    Hang,
+    /// PostgreSQL refuses the database (`ALLOW_CONNECTIONS false`) and ends its backends.
+    NotAccepting,
+}
+
+impl Cut {
+    async fn apply(self, proxy: &Proxy, admin: &mut sqlx::PgConnection, database: &str) {
+        match self {
+            Cut::Refuse => proxy.set(Mode::Refuse),
+            Cut::Hang => proxy.set(Mode::Hang),
+            Cut::NotAccepting => {
+                allow_connections(admin, database, false).await;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                )
+                .bind(database)
+                .execute(&mut *admin)
+                .await
+                .expect("terminate the service's backends");
+            }
+        }
+    }
+
+    async fn repair(self, proxy: &Proxy, admin: &mut sqlx::PgConnection, database: &str) {
+        match self {
+            Cut::Refuse | Cut::Hang => proxy.set(Mode::Pass),
+            Cut::NotAccepting => allow_connections(admin, database, true).await,
+        }
+    }
+}
+
+async fn allow_connections(admin: &mut sqlx::PgConnection, database: &str, allow: bool) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {database} WITH ALLOW_CONNECTIONS {allow}"
+    )))
+    .execute(admin)
+    .await
+    .expect("ALTER DATABASE");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_answer_unavailable_within_the_deadline() {
     kizuna_telemetry::init_for_tests();
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
+    let name = db.pg_name.clone().expect("postgres database");
     let (_, upstream) = through_proxy(&db.url, 0);
     let proxy = Proxy::start(upstream).await;
     let (url, _) = through_proxy(&db.url, proxy.port);
@@ -409,14 +459,17 @@ async fn outages_answer_unavailable_within_the_deadline() {
 
     let mut tried = Vec::new();
     let mut round = 0;
-    for mode in [Mode::Refuse, Mode::Hang] {
-        proxy.set(mode);
-        let cut = Instant::now();
+    let mut admin = sqlx::PgConnection::connect(&kizuna_tests::postgres_admin_url())
+        .await
+        .expect("admin");
+    for cut in [Cut::Refuse, Cut::Hang, Cut::NotAccepting] {
+        cut.apply(&proxy, &mut admin, &name).await;
+        let started = Instant::now();
         // Calls from the first instant of the outage, while health is polled.
         let mut probe = health.clone();
         let turned = tokio::spawn(async move {
             let took = health_turns(&mut probe, ServingStatus::NotServing, HEALTH_WITHIN).await;
-            eprintln!("{mode:?}: NOT_SERVING {took:?} after the cut");
+            eprintln!("{cut:?}: NOT_SERVING {took:?} after the cut");
         });
         let (ids, next) = rounds_until(&client, &known, round, turned).await;
         tried.extend(ids);
@@ -425,7 +478,7 @@ async fn outages_answer_unavailable_within_the_deadline() {
         let (ids, next) = rounds_until(&client, &known, next, later).await;
         tried.extend(ids);
         round = next;
-        if mode == Mode::Refuse {
+        if cut == Cut::Refuse {
             // An event stream open across the outage ends with UNAVAILABLE.
             let ended = tokio::time::timeout(Duration::from_secs(15), watch.next())
                 .await
@@ -439,14 +492,14 @@ async fn outages_answer_unavailable_within_the_deadline() {
             }
         }
         eprintln!(
-            "{mode:?}: {round} rounds of calls so far, each UNAVAILABLE in time; outage {:?}",
-            cut.elapsed()
+            "{cut:?}: {round} rounds of calls so far, each UNAVAILABLE in time; outage {:?}",
+            started.elapsed()
         );
 
-        proxy.set(Mode::Pass);
+        cut.repair(&proxy, &mut admin, &name).await;
         let took = health_turns(&mut health, ServingStatus::Serving, HEALTH_WITHIN).await;
-        eprintln!("{mode:?}: SERVING {took:?} after the repair");
-        let id = format!("after-{mode:?}").to_lowercase();
+        eprintln!("{cut:?}: SERVING {took:?} after the repair");
+        let id = format!("after-{cut:?}").to_lowercase();
         client
             .create_lead(new_lead(&id))
             .await
@@ -491,7 +544,10 @@ async fn a_terminated_backend_answers_unavailable_and_the_retry_records_once() {
 
     // Hold the lead's row so the call waits inside its transaction.
     let mut holder = sqlx::PgConnection::connect(&url).await.expect("holder");
-    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
     sqlx::query("SELECT id FROM leads WHERE id = 'held' FOR UPDATE")
         .execute(&mut holder)
         .await
@@ -658,7 +714,10 @@ async fn shared_request_ids_replay_row_by_row(backend: Backend) {
     let distinct = distinct.len() as i64;
     assert_eq!(accepted + replayed, rows, "every row accepted or replayed");
     assert_eq!(accepted, distinct, "each request id recorded once");
-    assert_eq!(count(&url, "SELECT COUNT(*) FROM activities").await, distinct);
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM activities").await,
+        distinct
+    );
     assert_eq!(
         count(
             &url,
