@@ -366,23 +366,8 @@ impl WriteTx<'_> {
         let mut claimed = HashSet::with_capacity(ids.len());
         let size = |id: &&str| id.len() + method.len() + 40;
         for range in statements(self.store.db.statement_bytes(), &ids, 4, size) {
-            let mut sql = Sql::new(
-                "INSERT INTO idempotency (request_id, method, response, create_time) VALUES ",
-            );
-            for (i, id) in ids[range].iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .bind(*id)
-                    .push(", ")
-                    .bind(method)
-                    .push(", ")
-                    .bind(Value::Bytes(Vec::new()))
-                    .push(", ")
-                    .bind(now)
-                    .push(")");
-            }
+            let claims = ids[range].iter().map(|id| (*id, Vec::new()));
+            let mut sql = ledger_insert(method, now, claims);
             sql.push(" ON CONFLICT (request_id, method) DO NOTHING RETURNING request_id");
             let rows = sql
                 .query()
@@ -413,23 +398,8 @@ impl WriteTx<'_> {
             let chunk = &entries[range];
             // An upsert used as a multi-row update of the claims this transaction inserted (and
             // so holds); the condition leaves any response already recorded alone.
-            let mut sql = Sql::new(
-                "INSERT INTO idempotency (request_id, method, response, create_time) VALUES ",
-            );
-            for (i, (id, response)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .bind(*id)
-                    .push(", ")
-                    .bind(method)
-                    .push(", ")
-                    .bind(Value::Bytes(response.encode_to_vec()))
-                    .push(", ")
-                    .bind(now)
-                    .push(")");
-            }
+            let answers = chunk.iter().map(|(id, r)| (*id, r.encode_to_vec()));
+            let mut sql = ledger_insert(method, now, answers);
             sql.push(
                 " ON CONFLICT (request_id, method) DO UPDATE SET response = excluded.response \
                  WHERE length(idempotency.response) = 0",
@@ -450,6 +420,32 @@ impl WriteTx<'_> {
         }
         Ok(())
     }
+}
+
+/// `INSERT INTO idempotency ... VALUES` with one row per `(request_id, response)`, recorded
+/// for `method` at `now`; the caller adds the conflict clause.
+fn ledger_insert<'a>(
+    method: &str,
+    now: i64,
+    rows: impl Iterator<Item = (&'a str, Vec<u8>)>,
+) -> Sql {
+    let mut sql =
+        Sql::new("INSERT INTO idempotency (request_id, method, response, create_time) VALUES ");
+    for (i, (id, response)) in rows.enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(id)
+            .push(", ")
+            .bind(method)
+            .push(", ")
+            .bind(Value::Bytes(response))
+            .push(", ")
+            .bind(now)
+            .push(")");
+    }
+    sql
 }
 
 /// One row's stored form, encoded once for both sizing and binding.
