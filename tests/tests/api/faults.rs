@@ -8,7 +8,7 @@
 //! repair; nothing acknowledged is lost; a call whose backend was terminated answers UNAVAILABLE
 //! and its retry (same request id) records it once.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -267,13 +267,27 @@ fn assert_unavailable<T: std::fmt::Debug>(
     assert!(delay > Duration::ZERO, "{what}: retry delay {delay:?}");
 }
 
+/// What some rounds of calls did: the lead ids tried (to retry later), the next round number,
+/// the slowest answer of each call, and how many of the calls answered at once.
+#[derive(Debug, Default)]
+struct Rounds {
+    tried: Vec<String>,
+    next: usize,
+    slowest: BTreeMap<&'static str, Duration>,
+    calls: usize,
+    at_once: usize,
+}
+
+/// An answer this quick did not wait for the database.
+const AT_ONCE: Duration = Duration::from_millis(500);
+
 /// One call of each kind, all with a 2 s deadline, at once; each must answer UNAVAILABLE in
-/// time. `round` makes ids unique; the lead ids tried are returned (to retry later).
+/// time. `round` makes ids unique; the lead id tried and how long each call took are returned.
 async fn outage_round(
     client: &LeadsServiceClient<Authed>,
     known_lead: &str,
     round: usize,
-) -> Vec<String> {
+) -> (String, Vec<(&'static str, Duration)>) {
     let tried = format!("outage-{round}");
     let mut calls = Vec::new();
     macro_rules! call {
@@ -282,7 +296,9 @@ async fn outage_round(
             calls.push(tokio::spawn(async move {
                 let started = Instant::now();
                 let result = $body.await.map(|_| ());
-                assert_unavailable($what, result, started.elapsed());
+                let took = started.elapsed();
+                assert_unavailable($what, result, took);
+                ($what, took)
             }));
         }};
     }
@@ -342,28 +358,38 @@ async fn outage_round(
             request_id: format!("capture-{round}"),
         }))
     );
+    let mut took = Vec::new();
     for call in calls {
-        call.await.expect("call task");
+        took.push(call.await.expect("call task"));
     }
-    vec![tried]
+    (tried, took)
 }
 
-/// Runs whole call rounds until `until` has finished (and re-raises its panic); the lead ids
-/// tried and the next round number.
+/// Runs whole call rounds from round `first` until `until` has finished (and re-raises its
+/// panic).
 async fn rounds_until(
     client: &LeadsServiceClient<Authed>,
     known_lead: &str,
-    first_round: usize,
+    first: usize,
     until: tokio::task::JoinHandle<()>,
-) -> (Vec<String>, usize) {
-    let mut tried = Vec::new();
-    let mut round = first_round;
+) -> Rounds {
+    let mut rounds = Rounds {
+        next: first,
+        ..Rounds::default()
+    };
     loop {
-        tried.extend(outage_round(client, known_lead, round).await);
-        round += 1;
+        let (tried, took) = outage_round(client, known_lead, rounds.next).await;
+        rounds.tried.push(tried);
+        rounds.next += 1;
+        for (what, duration) in took {
+            let slowest = rounds.slowest.entry(what).or_default();
+            *slowest = (*slowest).max(duration);
+            rounds.calls += 1;
+            rounds.at_once += usize::from(duration < AT_ONCE);
+        }
         if until.is_finished() {
             until.await.expect("the condition held");
-            return (tried, round);
+            return rounds;
         }
     }
 }
@@ -471,13 +497,28 @@ async fn outages_answer_unavailable_within_the_deadline() {
             let took = health_turns(&mut probe, ServingStatus::NotServing, HEALTH_WITHIN).await;
             eprintln!("{cut:?}: NOT_SERVING {took:?} after the cut");
         });
-        let (ids, next) = rounds_until(&client, &known, round, turned).await;
-        tried.extend(ids);
-        // And on, now that the outage is known (calls fail fast).
+        let early = rounds_until(&client, &known, round, turned).await;
+        tried.extend(early.tried);
+        eprintln!(
+            "{cut:?}: slowest answers until NOT_SERVING: {:?}",
+            early.slowest
+        );
+        // And on, now that the outage is known.
         let later = tokio::spawn(tokio::time::sleep(Duration::from_millis(2_500)));
-        let (ids, next) = rounds_until(&client, &known, next, later).await;
-        tried.extend(ids);
-        round = next;
+        let known_down = rounds_until(&client, &known, early.next, later).await;
+        tried.extend(known_down.tried);
+        round = known_down.next;
+        eprintln!(
+            "{cut:?}: slowest answers after: {:?}; {} of {} at once",
+            known_down.slowest, known_down.at_once, known_down.calls
+        );
+        // Once the outage is known calls fail fast; one call a second may try the database.
+        assert!(
+            known_down.at_once * 10 >= known_down.calls * 9,
+            "{cut:?}: only {} of {} calls answered at once while the outage was known",
+            known_down.at_once,
+            known_down.calls
+        );
         if cut == Cut::Refuse {
             // An event stream open across the outage ends with UNAVAILABLE.
             let ended = tokio::time::timeout(Duration::from_secs(15), watch.next())

@@ -199,12 +199,7 @@ pub async fn live_lead_name(store: &Store, name: &str) -> Result<String> {
     if kizuna_store::parse_name::<Leads>(name).is_none() {
         return Ok(name.to_owned());
     }
-    let mut conn = store
-        .db()
-        .pool()
-        .acquire()
-        .await
-        .map_err(kizuna_store::db_error)?;
+    let mut conn = store.db().acquire().await.map_err(kizuna_store::db_error)?;
     Ok(redirects::resolve_name(&mut conn, name).await?)
 }
 
@@ -242,12 +237,7 @@ async fn find_duplicate(
 pub async fn get(store: &Store, name: &str) -> Result<Lead> {
     match store.get::<Leads>(name).await {
         Err(ApiError::NotFound { .. }) if kizuna_store::parse_name::<Leads>(name).is_some() => {
-            let mut conn = store
-                .db()
-                .pool()
-                .acquire()
-                .await
-                .map_err(kizuna_store::db_error)?;
+            let mut conn = store.db().acquire().await.map_err(kizuna_store::db_error)?;
             match redirects::resolve(&mut conn, name).await? {
                 Some(target) => Ok(store.get::<Leads>(&target).await?),
                 None => Err(ApiError::NotFound {
