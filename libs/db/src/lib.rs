@@ -93,6 +93,37 @@ pub struct Database {
     acquire_timeout: Duration,
     outage: Outage,
     probe: Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
+    required_schema: i64,
+}
+
+/// Whether a service's database can serve its calls now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// It answers and its schema is at least the binary's.
+    Ready,
+    /// It does not answer.
+    Unreachable,
+    /// It answers, but `kizuna migrate` has not brought its schema up to this binary's.
+    SchemaBehind {
+        /// The newest migration applied (0: none).
+        current: i64,
+        /// The newest migration this binary has.
+        required: i64,
+    },
+}
+
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Ready => f.write_str("ready"),
+            Readiness::Unreachable => f.write_str("database unreachable"),
+            Readiness::SchemaBehind { current, required } => write!(
+                f,
+                "database schema is at migration {current}, this binary needs {required}: \
+                 run `kizuna migrate`"
+            ),
+        }
+    }
 }
 
 /// Bytes of bound values one multi-row statement carries at most over TCP: under Linux's
@@ -166,7 +197,34 @@ impl Database {
             max_connections: settings.max_connections,
             acquire_timeout,
             probe: Arc::default(),
+            required_schema: 0,
         })
+    }
+
+    /// This database with `migrations` as what the binary needs: [`Database::readiness`] reports
+    /// [`Readiness::SchemaBehind`] until the newest of them is applied.
+    pub fn requiring(mut self, migrations: &[Migration]) -> Self {
+        self.required_schema = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        self
+    }
+
+    /// The newest migration this binary has (0 when not set with [`Database::requiring`]): the
+    /// schema revision rows written by this binary record.
+    pub fn schema_revision(&self) -> i64 {
+        self.required_schema
+    }
+
+    /// Whether the database answers and its schema is what the binary needs: the health
+    /// probe ([`Database::ping`] reading the schema version).
+    pub async fn readiness(&self) -> Readiness {
+        match self.probe().await {
+            None => Readiness::Unreachable,
+            Some(current) if current >= self.required_schema => Readiness::Ready,
+            Some(current) => Readiness::SchemaBehind {
+                current,
+                required: self.required_schema,
+            },
+        }
     }
 
     /// Bytes of bound values one multi-row statement should carry at most:
@@ -272,7 +330,7 @@ impl Database {
         Transaction::begin(conn, statement).await
     }
 
-    /// Whether the database answers `SELECT 1` within [`PROBE_TIMEOUT`]: the health probe.
+    /// Whether the database answers within [`PROBE_TIMEOUT`]: the health probe.
     ///
     /// It runs on a connection of its own, outside the pool, so a pool busy with calls is not
     /// taken for an outage and the cause of a failure is the driver's own (refused, dropped,
@@ -280,23 +338,34 @@ impl Database {
     /// replaced within the same probe. The probe is never refused during an outage (it is how
     /// the end of one is seen) and records its outcome in [`Database::outage`].
     pub async fn ping(&self) -> bool {
+        self.probe().await.is_some()
+    }
+
+    /// The probe behind [`Database::ping`] and [`Database::readiness`]: the newest migration
+    /// applied (0 when none, or when no schema is required), or `None` when the database did
+    /// not answer.
+    async fn probe(&self) -> Option<i64> {
         let mut slot = self.probe.lock().await;
+        let required = self.required_schema;
         let probe = async {
-            if let Some(conn) = slot.as_mut()
-                && sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok()
-            {
-                return Ok(());
+            if let Some(conn) = slot.as_mut() {
+                match schema_on(conn, required).await {
+                    Ok(current) => return Ok(current),
+                    // A dead probe connection: try a fresh one.
+                    Err(error) if fault::is_unreachable(&error) => {}
+                    Err(error) => return Err(error),
+                }
             }
             *slot = None;
             let mut conn = sqlx::AnyConnection::connect_with(&self.options).await?;
-            sqlx::query("SELECT 1").execute(&mut conn).await?;
+            let current = schema_on(&mut conn, required).await?;
             *slot = Some(conn);
-            Ok::<(), sqlx::Error>(())
+            Ok::<i64, sqlx::Error>(current)
         };
         let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(())) => {
+            Ok(Ok(current)) => {
                 self.outage.record_success();
-                return true;
+                return Some(current);
             }
             Ok(Err(error)) => error.to_string(),
             Err(_) => format!(
@@ -306,7 +375,7 @@ impl Database {
         };
         *slot = None;
         self.outage.record_failure(&failure);
-        false
+        None
     }
 
     /// Applies the migrations not yet applied, in version order.
@@ -320,6 +389,25 @@ impl Database {
             let _ = conn.close().await;
         }
         self.pool.close().await;
+    }
+}
+
+/// The newest migration applied, read on `conn` (0 when the bookkeeping table does not exist
+/// yet); just `SELECT 1` when `required` is 0.
+async fn schema_on(conn: &mut sqlx::AnyConnection, required: i64) -> Result<i64, sqlx::Error> {
+    if required == 0 {
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        return Ok(0);
+    }
+    let current =
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM kizuna_migrations")
+            .fetch_one(&mut *conn)
+            .await;
+    match current {
+        Ok(current) => Ok(current.unwrap_or(0)),
+        // The database answered, but has no bookkeeping table yet: never migrated.
+        Err(error @ sqlx::Error::Database(_)) if !fault::is_unreachable(&error) => Ok(0),
+        Err(error) => Err(error),
     }
 }
 

@@ -52,9 +52,6 @@ pub enum MigrationError {
     /// The bookkeeping table could not be read or written.
     #[error("migration bookkeeping failed: {0}")]
     Bookkeeping(#[from] sqlx::Error),
-    /// The database holds a version this binary does not know (a newer binary migrated it).
-    #[error("database is at migration {0}, newer than this binary knows; upgrade the binary")]
-    Newer(i64),
 }
 
 const LOCK_KEY: i64 = 0x4b495a554e41; // "KIZUNA"
@@ -98,7 +95,14 @@ async fn apply(
     if let Some(latest) = migrations.iter().map(|m| m.version).max()
         && current > latest
     {
-        return Err(MigrationError::Newer(current));
+        // A newer release migrated first (a rolling upgrade): migrations only ever add, so this
+        // binary runs on the newer schema; rows it must not rewrite are guarded by revision.
+        tracing::info!(
+            database = current,
+            binary = latest,
+            "database schema is newer than this binary; nothing to apply"
+        );
+        return Ok(0);
     }
     let mut applied = 0;
     let mut pending: Vec<&Migration> = migrations.iter().filter(|m| m.version > current).collect();

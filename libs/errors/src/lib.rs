@@ -84,6 +84,16 @@ impl ApiError {
         ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
+    /// UNAVAILABLE because `dependency` cannot serve the call now (reason `UNAVAILABLE`, retry
+    /// after a second).
+    pub fn unavailable(dependency: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            dependency: dependency.into(),
+            reason: "UNAVAILABLE",
+            retry_delay: std::time::Duration::from_secs(1),
+        }
+    }
+
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {

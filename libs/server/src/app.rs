@@ -8,8 +8,7 @@ use std::marker::PhantomData;
 
 use kizuna_db::{Database, Migration};
 use kizuna_settings::Settings;
-use kizuna_store::Store;
-use tokio::sync::watch;
+use kizuna_store::{Store, Workers};
 use tonic::service::Routes;
 
 use crate::{Server, Shutdown, StartError};
@@ -33,14 +32,15 @@ pub trait DomainService: 'static {
     /// Prepares [`Self::Prepared`]; a bad setting fails the start here.
     fn prepare(settings: &Settings) -> Result<Self::Prepared, StartError>;
 
-    /// The gRPC routes over `store`, started with `settings`; background work the service runs
-    /// beside its handlers stops when `stopping` turns true. Size the service's messages with
-    /// [`message_limits`].
+    /// The gRPC routes over `store`, started with `settings`. Background work the service runs
+    /// beside its handlers goes into `workers` (see [`kizuna_store::Worker`]): each worker ends
+    /// when [`Store::stopping`] turns true, and the start-up joins them all at shutdown within
+    /// the grace period. Size the service's messages with [`message_limits`].
     fn routes(
         store: Store,
         prepared: Self::Prepared,
         settings: &Settings,
-        stopping: watch::Receiver<bool>,
+        workers: &Workers,
     ) -> Routes;
 }
 
@@ -114,11 +114,21 @@ impl<S: DomainService> Application<S> {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let stopping = self.server.shutdown().stopping();
-        let routes = S::routes(self.store, self.prepared, self.server.settings(), stopping);
-        self.server
+        let workers = Workers::default();
+        let store = self.store.clone();
+        let shutdown = self.server.shutdown().clone();
+        let routes = S::routes(self.store, self.prepared, self.server.settings(), &workers);
+        let grace = std::time::Duration::from_secs(self.server.settings().server.grace_period_secs);
+        let served = self
+            .server
             .run(routes, &[S::GRPC_SERVICE], Some(self.database), signal)
-            .await?;
+            .await;
+        // The server has stopped; make sure the workers are told too (a transport failure ends
+        // `run` without the signal), then give them the grace period.
+        shutdown.trigger();
+        workers.join(grace).await;
+        store.join_background(grace).await;
+        served?;
         Ok(())
     }
 

@@ -70,7 +70,9 @@ pub async fn prepare(
     settings: &Settings,
     migrations: &[kizuna_db::Migration],
 ) -> Result<(Server, Database), StartError> {
-    let database = Database::connect(&settings.database).await?;
+    let database = Database::connect(&settings.database)
+        .await?
+        .requiring(migrations);
     if settings.database.migrate_on_start {
         let applied = database.migrate(migrations).await?;
         tracing::info!(service, applied, "migrations checked");

@@ -98,7 +98,10 @@ impl WriteTx<'_> {
             for range in statements(self.store.db.statement_bytes(), group, 1, |(_, id)| {
                 id.len() + 8
             }) {
-                let mut sql = Sql::new(format!("SELECT data FROM {} WHERE parent = ", T::TABLE));
+                let mut sql = Sql::new(format!(
+                    "SELECT data, writer_revision FROM {} WHERE parent = ",
+                    T::TABLE
+                ));
                 sql.bind(parent).push(" AND id IN (");
                 for (i, (_, id)) in group[range].iter().enumerate() {
                     if i > 0 {
@@ -114,7 +117,7 @@ impl WriteTx<'_> {
                     .await
                     .map_err(db_error)?;
                 for row in rows {
-                    let message = crate::decode::<T>(&row)?;
+                    let message = crate::decode_for_change::<T>(&row, &self.store.db)?;
                     found.insert(T::name(&message).to_owned(), message);
                 }
             }
@@ -131,6 +134,7 @@ impl WriteTx<'_> {
     ) -> Result<Vec<T::Message>, ApiError> {
         let now = time::to_timestamp(kizuna_db::now_micros());
         let now_micros = time::from_timestamp(&now);
+        let revision = self.store.db.schema_revision();
         let mut prepared = Vec::with_capacity(rows.len());
         for (parent, id, mut message) in rows {
             let id = if id.is_empty() {
@@ -159,7 +163,8 @@ impl WriteTx<'_> {
             Encoded::bytes,
         ) {
             let mut sql = Sql::new(format!(
-                "INSERT INTO {} (id, parent, data, version, create_time, update_time",
+                "INSERT INTO {} (id, parent, data, version, create_time, update_time, \
+                 writer_revision",
                 T::TABLE
             ));
             for column in T::COLUMNS {
@@ -179,7 +184,9 @@ impl WriteTx<'_> {
                     .push(", 1, ")
                     .bind(now_micros)
                     .push(", ")
-                    .bind(now_micros);
+                    .bind(now_micros)
+                    .push(", ")
+                    .bind(revision);
                 for value in &row.values {
                     sql.push(", ").bind(value.clone());
                 }
@@ -204,6 +211,7 @@ impl WriteTx<'_> {
         messages: Vec<T::Message>,
     ) -> Result<Vec<T::Message>, ApiError> {
         let now = kizuna_db::now_micros();
+        let revision = self.store.db.schema_revision();
         let mut prepared = Vec::with_capacity(messages.len());
         for mut message in messages {
             let name = T::name(&message).to_owned();
@@ -234,7 +242,8 @@ impl WriteTx<'_> {
             // An upsert used as a multi-row update: every row exists and is locked, and the
             // conflict branch only applies over the version that was read.
             let mut sql = Sql::new(format!(
-                "INSERT INTO {} (id, parent, data, version, create_time, update_time",
+                "INSERT INTO {} (id, parent, data, version, create_time, update_time, \
+                 writer_revision",
                 T::TABLE
             ));
             for column in T::COLUMNS {
@@ -259,7 +268,9 @@ impl WriteTx<'_> {
                     .push(", ")
                     .bind(created)
                     .push(", ")
-                    .bind(now);
+                    .bind(now)
+                    .push(", ")
+                    .bind(revision);
                 for value in &row.values {
                     sql.push(", ").bind(value.clone());
                 }
@@ -267,7 +278,8 @@ impl WriteTx<'_> {
             }
             sql.push(
                 " ON CONFLICT (parent, id) DO UPDATE SET data = excluded.data, \
-                 version = excluded.version, update_time = excluded.update_time",
+                 version = excluded.version, update_time = excluded.update_time, \
+                 writer_revision = excluded.writer_revision",
             );
             for column in T::COLUMNS {
                 sql.push(", ")

@@ -10,12 +10,14 @@ pub mod api;
 pub mod backfill;
 pub mod bulk;
 pub mod filter;
+pub mod lease;
 pub mod mask;
 pub mod outbox;
 pub mod page;
 pub mod sql;
 pub mod table;
 pub mod time;
+pub mod worker;
 
 use futures::Stream;
 use kizuna_db::{Database, Fault, Migration};
@@ -26,6 +28,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 pub use kizuna_errors::{ApiError, Validator};
+pub use lease::{Fence, Lease, LeaseSettings};
 pub use outbox::{NewEvent, Notifier};
 pub use page::{ListQuery, Page};
 pub use prost_types;
@@ -33,6 +36,7 @@ pub use sql::Sql;
 pub use table::{
     Column, ColumnKind, ParsedName, Table, Value, format_name, parse_name, parse_parent, valid_id,
 };
+pub use worker::{Worker, Workers};
 
 /// Tables every domain service has: the outbox and the idempotency ledger. Services list this
 /// first among their migrations.
@@ -60,6 +64,29 @@ CREATE TABLE idempotency (
 );
 ",
 };
+
+/// The platform's second migration, for every domain service (list it with the service's next
+/// version): delivery positions for the outbox (existing events keep their sequence as their
+/// position, so consumers' cursors stay valid) and the table of worker leases.
+pub const fn platform_migration(version: i64) -> Migration {
+    Migration {
+        version,
+        description: "outbox positions and worker leases",
+        sql: "
+ALTER TABLE outbox ADD COLUMN position BIGINT;
+UPDATE outbox SET position = sequence;
+CREATE UNIQUE INDEX outbox_position ON outbox (position);
+CREATE INDEX outbox_unpositioned ON outbox (sequence) WHERE position IS NULL;
+CREATE INDEX outbox_event_type_position ON outbox (event_type, position);
+CREATE TABLE worker_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token BIGINT NOT NULL,
+    expire_time BIGINT NOT NULL
+);
+",
+    }
+}
 
 /// Longest accepted `request_id` (AIP-155 suggests a UUID).
 pub const MAX_REQUEST_ID_CHARS: usize = 100;
@@ -213,24 +240,54 @@ pub struct Store {
     service: &'static str,
     notifier: Notifier,
     stopping: watch::Receiver<bool>,
+    background: std::sync::Arc<Workers>,
+    holder: std::sync::Arc<str>,
 }
 
 impl Store {
     /// A store for `service` (e.g. `leads`) over `db`. Streams end when `stopping` turns true.
+    ///
+    /// Starts the store's own background work (on PostgreSQL the outbox sequencer and
+    /// listener); [`Store::join_background`] waits for it after `stopping`.
     pub fn new(db: Database, service: &'static str, stopping: watch::Receiver<bool>) -> Self {
-        let notifier = Notifier::default();
-        notifier.spawn_listener(&db, stopping.clone());
+        let notifier = Notifier::new(db.backend());
+        let background = Workers::default();
+        for (name, task) in notifier.tasks(&db, stopping.clone()) {
+            background.spawn(Worker::new(name, task));
+        }
         Self {
             db,
             service,
             notifier,
             stopping,
+            background: std::sync::Arc::new(background),
+            holder: uuid::Uuid::new_v4().to_string().into(),
         }
     }
 
     /// The database.
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// The service name this store writes events for.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// This store's identity as a lease holder (unique per store instance).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The stop signal: turns true when the service begins to shut down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+
+    /// Waits (up to `grace`) for the store's own background work to end after `stopping`.
+    pub async fn join_background(&self, grace: std::time::Duration) {
+        self.background.join(grace).await;
     }
 
     /// Starts a write transaction.
@@ -499,6 +556,27 @@ pub fn check_etag<T: Table>(current: &T::Message, etag: &str) -> Result<(), ApiE
     Ok(())
 }
 
+/// Decodes a row read for change (`SELECT data, writer_revision …`), refusing one written by a
+/// newer release: this binary does not know every field such a row may hold, and rewriting it
+/// would erase them. UNAVAILABLE, so the caller retries (on a newer replica, during a rolling
+/// upgrade).
+fn decode_for_change<T: Table>(
+    row: &sqlx::any::AnyRow,
+    db: &Database,
+) -> Result<T::Message, ApiError> {
+    let written_by: i64 = row.try_get(1).map_err(db_error)?;
+    let message = decode::<T>(row)?;
+    if written_by > db.schema_revision() {
+        return Err(ApiError::unavailable(format!(
+            "{} was written by a newer release (schema {written_by}; this replica has {}); \
+             retry, a newer replica will take it",
+            T::name(&message),
+            db.schema_revision()
+        )));
+    }
+    Ok(message)
+}
+
 fn decode<T: Table>(row: &sqlx::any::AnyRow) -> Result<T::Message, ApiError> {
     let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
     T::Message::decode(data.as_slice())
@@ -643,7 +721,7 @@ impl WriteTx<'_> {
         let parsed = parse_name::<T>(name).ok_or_else(|| bad_name::<T>("name"))?;
         let lock = self.store.db.for_update();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT data FROM {} WHERE id = $1 AND parent = $2{lock}",
+            "SELECT data, writer_revision FROM {} WHERE id = $1 AND parent = $2{lock}",
             T::TABLE
         )))
         .bind(parsed.id)
@@ -653,7 +731,7 @@ impl WriteTx<'_> {
         .await
         .map_err(db_error)?
         .ok_or_else(|| not_found::<T>(name))?;
-        decode::<T>(&row)
+        decode_for_change::<T>(&row, &self.store.db)
     }
 
     /// Inserts a new resource; `id` empty means a generated UUIDv7. Sets name, etag and times.
@@ -685,7 +763,7 @@ impl WriteTx<'_> {
         );
         let values = T::values(&message);
         let mut sql = Sql::new(format!(
-            "INSERT INTO {} (id, parent, data, version, create_time, update_time",
+            "INSERT INTO {} (id, parent, data, version, create_time, update_time, writer_revision",
             T::TABLE
         ));
         for column in T::COLUMNS {
@@ -700,7 +778,9 @@ impl WriteTx<'_> {
             .push(", 1, ")
             .bind(now)
             .push(", ")
-            .bind(now);
+            .bind(now)
+            .push(", ")
+            .bind(self.store.db.schema_revision());
         for value in values {
             sql.push(", ").bind(value);
         }
@@ -738,7 +818,9 @@ impl WriteTx<'_> {
         let mut sql = Sql::new(format!("UPDATE {} SET data = ", T::TABLE));
         sql.bind(Value::Bytes(message.encode_to_vec()))
             .push(", version = version + 1, update_time = ")
-            .bind(now);
+            .bind(now)
+            .push(", writer_revision = ")
+            .bind(self.store.db.schema_revision());
         for (column, value) in T::COLUMNS.iter().zip(T::values(&message)) {
             sql.push(", ").push(column.sql).push(" = ").bind(value);
         }
@@ -779,12 +861,12 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Emits `<prefix>.<verb>` about `message`. Make it the transaction's last write.
+    /// Emits `<prefix>.<verb>` about `message`.
     pub async fn emit<T: Table>(
         &mut self,
         verb: &str,
         message: &T::Message,
-    ) -> Result<i64, ApiError> {
+    ) -> Result<(), ApiError> {
         self.emit_event(NewEvent {
             event_type: format!("{}.{verb}", T::EVENT_PREFIX),
             subject: T::name(message).to_owned(),
@@ -795,18 +877,16 @@ impl WriteTx<'_> {
     }
 
     /// Emits an arbitrary event.
-    pub async fn emit_event(&mut self, event: NewEvent) -> Result<i64, ApiError> {
-        let sequence = outbox::append(&mut self.tx, &self.store.db, event).await?;
-        self.emitted = true;
-        Ok(sequence)
+    pub async fn emit_event(&mut self, event: NewEvent) -> Result<(), ApiError> {
+        self.emit_many(vec![event]).await
     }
 
-    /// Emits `events` in order with multi-row inserts. Make it the transaction's last write.
+    /// Emits `events` in order with multi-row inserts.
     pub async fn emit_many(&mut self, events: Vec<NewEvent>) -> Result<(), ApiError> {
         if events.is_empty() {
             return Ok(());
         }
-        outbox::append_many(&mut self.tx, &self.store.db, events).await?;
+        outbox::append(&mut self.tx, &self.store.db, &events).await?;
         self.emitted = true;
         Ok(())
     }

@@ -1,11 +1,16 @@
 //! The transactional outbox: domain events written in the same transaction as the state change,
-//! read back in commit order from a cursor, and pushed to watchers as soon as they commit.
+//! read back in one stable order from a cursor, and pushed to watchers as soon as they commit.
 //!
-//! Commit order equals sequence order: on PostgreSQL every writer takes a transaction-scoped
-//! advisory lock just before it inserts its event and holds it until commit, so a later sequence
-//! can never become visible before an earlier one; SQLite has one writer at a time anyway.
-//! Watchers are woken by an in-process signal after each commit and, on PostgreSQL, by
-//! `LISTEN/NOTIFY` for commits made by other replicas.
+//! Writers never wait for each other. On PostgreSQL an event is inserted without a delivery
+//! position; a *sequencer* assigns positions afterwards, to committed events only, in one
+//! short transaction serialized by an advisory lock (sequencers queue, writers do not). A
+//! position is therefore only ever given to an event that is already visible, and every later
+//! sequencer run starts above the highest position so far: readers following `position >
+//! cursor` see every committed event exactly once, in one order that never changes, however
+//! many transactions commit at once. Each process runs one sequencer task, woken by its own
+//! commits and by `LISTEN/NOTIFY` from other replicas (the sequencer notifies after it assigned
+//! positions; writers do not notify, so commits never queue on the notification lock).
+//! SQLite has one writer at a time, so its row id already is the commit order and the position.
 
 use std::time::Duration;
 
@@ -21,13 +26,16 @@ use crate::sql::Sql;
 use crate::time::to_timestamp;
 use crate::{db_error, db_span};
 
-/// Advisory lock key that orders outbox writers on PostgreSQL.
-const OUTBOX_LOCK: i64 = 0x6f7574626f78; // "outbox"
+/// Advisory lock key that serializes sequencers (never writers) on PostgreSQL.
+const SEQUENCER_LOCK: i64 = 0x6f7574626f78; // "outbox"
 /// Channel used with LISTEN/NOTIFY.
 pub const NOTIFY_CHANNEL: &str = "kizuna_outbox";
 /// Events read per query while catching up.
 const BATCH: i64 = 500;
-/// Safety net: a watcher re-reads at least this often even without a wake-up.
+/// Events given positions per sequencer transaction.
+const SEQUENCE_BATCH: i64 = 5_000;
+/// Safety net: watchers re-read and the sequencer re-checks at least this often without a
+/// wake-up (e.g. events committed by a replica that died before sequencing them).
 const FALLBACK_WAKE: Duration = Duration::from_secs(5);
 
 /// One event about to be written.
@@ -43,50 +51,12 @@ pub struct NewEvent {
     pub data: Vec<u8>,
 }
 
-/// Appends `event` inside `tx`. Call it as the last write of the transaction.
+/// Appends `events` inside the caller's transaction, in the order given, with multi-row
+/// inserts. Takes no lock: delivery positions are assigned after commit (see the module notes).
 pub(crate) async fn append(
     conn: &mut sqlx::AnyConnection,
     db: &Database,
-    event: NewEvent,
-) -> Result<i64, ApiError> {
-    let (traceparent, tracestate) = kizuna_telemetry::propagation::current_trace_context();
-    async move {
-    if db.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_LOCK)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-    }
-    let sequence: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (event_type, subject, type_url, data, traceparent, tracestate, create_time)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING sequence",
-    )
-    .bind(event.event_type)
-    .bind(event.subject)
-    .bind(event.type_url)
-    .bind(event.data)
-    .bind(traceparent)
-    .bind(tracestate)
-    .bind(kizuna_db::now_micros())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    if db.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *conn).await.map_err(db_error)?;
-    }
-    Ok(sequence)
-    }
-    .instrument(db_span(db, "INSERT", "outbox"))
-    .await
-}
-
-/// Appends `events` inside `tx` with one lock, multi-row inserts and one notification; call it
-/// as the last write of the transaction. Their sequences follow the order given.
-pub(crate) async fn append_many(
-    conn: &mut sqlx::AnyConnection,
-    db: &Database,
-    events: Vec<NewEvent>,
+    events: &[NewEvent],
 ) -> Result<(), ApiError> {
     if events.is_empty() {
         return Ok(());
@@ -94,17 +64,10 @@ pub(crate) async fn append_many(
     let (traceparent, tracestate) = kizuna_telemetry::propagation::current_trace_context();
     let now = kizuna_db::now_micros();
     async move {
-        if db.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(OUTBOX_LOCK)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        }
         let size = |e: &NewEvent| {
             e.event_type.len() + e.subject.len() + e.type_url.len() + e.data.len() + 120
         };
-        for range in crate::bulk::statements(db.statement_bytes(), &events, 7, size) {
+        for range in crate::bulk::statements(db.statement_bytes(), events, 7, size) {
             let chunk = &events[range];
             let mut sql = Sql::new(
                 "INSERT INTO outbox (event_type, subject, type_url, data, traceparent, tracestate, \
@@ -132,17 +95,19 @@ pub(crate) async fn append_many(
             }
             sql.query().execute(&mut *conn).await.map_err(db_error)?;
         }
-        if db.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        }
         Ok(())
     }
     .instrument(db_span(db, "INSERT", "outbox"))
     .await
+}
+
+/// The column events are delivered and resumed by: the sequencer's `position` on PostgreSQL,
+/// the row id on SQLite (one writer at a time: ids are commit order).
+fn cursor_column(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "position",
+        Backend::Sqlite => "sequence",
+    }
 }
 
 /// Reads up to `limit` events after `after`, optionally only of `types`.
@@ -152,10 +117,11 @@ pub(crate) async fn read(
     types: &[String],
     limit: i64,
 ) -> Result<Vec<Event>, ApiError> {
-    let mut sql = Sql::new(
-        "SELECT sequence, event_type, subject, type_url, data, traceparent, tracestate, create_time \
-         FROM outbox WHERE sequence > ",
-    );
+    let cursor = cursor_column(db.backend());
+    let mut sql = Sql::new(format!(
+        "SELECT {cursor}, event_type, subject, type_url, data, traceparent, tracestate, \
+         create_time FROM outbox WHERE {cursor} > "
+    ));
     sql.bind(after);
     if !types.is_empty() {
         sql.push(" AND event_type IN (");
@@ -167,7 +133,7 @@ pub(crate) async fn read(
         }
         sql.push(")");
     }
-    sql.push(" ORDER BY sequence LIMIT ").bind(limit);
+    sql.push(&format!(" ORDER BY {cursor} LIMIT ")).bind(limit);
     let rows = sql
         .query()
         .fetch_all(db.pool())
@@ -194,68 +160,186 @@ pub(crate) async fn read(
         .map_err(db_error)
 }
 
-/// Wakes watchers when events commit.
-#[derive(Clone, Debug)]
-pub struct Notifier {
-    sender: watch::Sender<u64>,
+/// Whether committed events wait for a position (PostgreSQL); one cheap indexed read, so an
+/// idle sequencer costs no transaction.
+async fn unpositioned(db: &Database) -> Result<bool, ApiError> {
+    Ok(
+        sqlx::query("SELECT 1 FROM outbox WHERE position IS NULL LIMIT 1")
+            .fetch_optional(db.pool())
+            .await
+            .map_err(db_error)?
+            .is_some(),
+    )
 }
 
-impl Default for Notifier {
-    fn default() -> Self {
-        Self {
-            sender: watch::channel(0).0,
+/// Gives the committed events that have none the next positions, in row-id order, in one
+/// transaction serialized with every other sequencer; how many it positioned (at most
+/// [`SEQUENCE_BATCH`]). Other replicas are notified when any were.
+pub(crate) async fn assign_positions(db: &Database) -> Result<u64, ApiError> {
+    async {
+        let mut tx = db.pool().begin().await.map_err(db_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEQUENCER_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        // A new statement after the lock: its snapshot sees the positions the previous
+        // holder committed, so positions continue above them.
+        let assigned = sqlx::query(
+            "WITH top AS (SELECT COALESCE(MAX(position), 0) AS position FROM outbox),
+                  todo AS (SELECT sequence, row_number() OVER (ORDER BY sequence) AS n
+                           FROM outbox WHERE position IS NULL ORDER BY sequence LIMIT $1)
+             UPDATE outbox SET position = top.position + todo.n
+             FROM top, todo WHERE outbox.sequence = todo.sequence",
+        )
+        .bind(SEQUENCE_BATCH)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if assigned > 0 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
+        tx.commit().await.map_err(db_error)?;
+        Ok(assigned)
     }
+    .instrument(db_span(db, "UPDATE", "outbox"))
+    .await
+}
+
+/// Wakes watchers when events become readable.
+///
+/// Writers call [`Notifier::notify`] after each commit that emitted events. On SQLite that
+/// wakes the watchers at once; on PostgreSQL it wakes this process's sequencer, which wakes
+/// the watchers once the events have positions.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    backend: Backend,
+    /// Events committed (here, or on another replica as told by NOTIFY).
+    committed: watch::Sender<u64>,
+    /// Events readable by watchers.
+    readable: watch::Sender<u64>,
+}
+
+fn bump(sender: &watch::Sender<u64>) {
+    sender.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 impl Notifier {
-    /// Signals that new events may be readable.
-    pub fn notify(&self) {
-        self.sender.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that sees every later signal.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.sender.subscribe()
-    }
-
-    /// On PostgreSQL, relays `NOTIFY kizuna_outbox` from other replicas; returns at once on SQLite.
-    pub fn spawn_listener(&self, db: &Database, mut stopping: watch::Receiver<bool>) {
-        if db.backend() != Backend::Postgres {
-            return;
+    /// A notifier for a database of `backend`.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            committed: watch::channel(0).0,
+            readable: watch::channel(0).0,
         }
+    }
+
+    /// Signals that events were committed.
+    pub fn notify(&self) {
+        match self.backend {
+            Backend::Postgres => bump(&self.committed),
+            Backend::Sqlite => bump(&self.readable),
+        }
+    }
+
+    /// A receiver that sees every later "events readable" signal.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.readable.subscribe()
+    }
+
+    /// On PostgreSQL, the store's background tasks: the sequencer, and the listener that relays
+    /// `NOTIFY kizuna_outbox` from other replicas; none on SQLite. They end when `stopping`
+    /// turns true.
+    pub fn tasks(
+        &self,
+        db: &Database,
+        stopping: watch::Receiver<bool>,
+    ) -> Vec<(&'static str, futures::future::BoxFuture<'static, ()>)> {
+        if self.backend != Backend::Postgres {
+            return Vec::new();
+        }
+        vec![
+            (
+                "outbox-listener",
+                Box::pin(self.clone().listen(db.clone(), stopping.clone())),
+            ),
+            (
+                "outbox-sequencer",
+                Box::pin(self.clone().sequence(db.clone(), stopping)),
+            ),
+        ]
+    }
+
+    async fn listen(self, db: Database, mut stopping: watch::Receiver<bool>) {
         let url = db.url().expose().to_owned();
-        let notifier = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let listener = async {
-                    let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-                    listener.listen(NOTIFY_CHANNEL).await?;
-                    loop {
-                        listener.recv().await?;
-                        notifier.notify();
+        loop {
+            let listener = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(NOTIFY_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    bump(&self.committed);
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                result = listener => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "outbox listener lost its connection; retrying");
                     }
-                    #[allow(unreachable_code)]
-                    Ok::<(), sqlx::Error>(())
-                };
-                tokio::select! {
-                    result = listener => {
-                        if let Err(error) = result {
-                            tracing::warn!(%error, "outbox listener lost its connection; retrying");
+                    // Something may have committed while we were away.
+                    bump(&self.committed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => return,
+            }
+        }
+    }
+
+    async fn sequence(self, db: Database, mut stopping: watch::Receiver<bool>) {
+        let mut committed = self.committed.subscribe();
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            committed.borrow_and_update();
+            match unpositioned(&db).await {
+                Ok(true) => loop {
+                    match assign_positions(&db).await {
+                        Ok(assigned) if assigned as i64 == SEQUENCE_BATCH => continue,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "outbox sequencer failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            break;
                         }
-                        // Wake watchers: something may have committed while we were away.
-                        notifier.notify();
-                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => return,
+                },
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "outbox sequencer cannot read the outbox");
                 }
             }
-        });
+            // Watchers read after every run: another replica's sequencer may have positioned
+            // events this one found none of.
+            bump(&self.readable);
+            tokio::select! {
+                _ = committed.changed() => {}
+                _ = stopping.changed() => {}
+                _ = tokio::time::sleep(FALLBACK_WAKE) => {}
+            }
+        }
     }
 }
 
-/// Streams events after `after` in commit order, then waits for new ones; ends when `stopping`
-/// turns true or the caller goes away.
+/// Streams events after `after` in delivery order, then waits for new ones; ends when
+/// `stopping` turns true or the caller goes away.
 pub(crate) fn watch(
     db: Database,
     notifier: Notifier,

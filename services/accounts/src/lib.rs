@@ -22,8 +22,7 @@ use kizuna_db::Migration;
 use kizuna_proto::accounts::accounts_service_server::AccountsServiceServer;
 use kizuna_server::{DomainService, StartError};
 use kizuna_settings::Settings;
-use kizuna_store::Store;
-use tokio::sync::watch;
+use kizuna_store::{Store, Workers};
 use tonic::service::Routes;
 
 /// The service name used in logs, telemetry and the outbox.
@@ -45,12 +44,7 @@ impl DomainService for Accounts {
         Ok(())
     }
 
-    fn routes(
-        store: Store,
-        _prepared: (),
-        settings: &Settings,
-        _stopping: watch::Receiver<bool>,
-    ) -> Routes {
+    fn routes(store: Store, _prepared: (), settings: &Settings, _workers: &Workers) -> Routes {
         kizuna_server::routes!(
             AccountsServiceServer::new(grpc::AccountsApi::new(store)),
             settings

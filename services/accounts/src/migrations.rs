@@ -79,4 +79,14 @@ CREATE INDEX cases_create_time ON cases (parent, create_time, id);
 CREATE INDEX cases_state_sla_due_time ON cases (state, sla_due_time, id);
 ",
     },
+    kizuna_store::platform_migration(3),
+    Migration {
+        version: 4,
+        description: "writer revision of each resource row (rolling upgrades)",
+        sql: "
+ALTER TABLE accounts ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+",
+    },
 ];

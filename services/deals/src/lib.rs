@@ -23,8 +23,7 @@ use kizuna_db::Migration;
 use kizuna_proto::deals::deals_service_server::DealsServiceServer;
 use kizuna_server::{DomainService, StartError};
 use kizuna_settings::Settings;
-use kizuna_store::Store;
-use tokio::sync::watch;
+use kizuna_store::{Store, Workers};
 use tonic::service::Routes;
 
 /// The service name used in logs, telemetry and the outbox.
@@ -46,12 +45,7 @@ impl DomainService for Deals {
         Ok(())
     }
 
-    fn routes(
-        store: Store,
-        _prepared: (),
-        settings: &Settings,
-        _stopping: watch::Receiver<bool>,
-    ) -> Routes {
+    fn routes(store: Store, _prepared: (), settings: &Settings, _workers: &Workers) -> Routes {
         kizuna_server::routes!(
             DealsServiceServer::new(grpc::DealsApi::new(store)),
             settings

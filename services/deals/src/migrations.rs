@@ -90,4 +90,14 @@ CREATE INDEX contacts_create_time ON contacts (create_time, id);
 CREATE INDEX contacts_lead ON contacts (lead);
 ",
     },
+    kizuna_store::platform_migration(3),
+    Migration {
+        version: 4,
+        description: "writer revision of each resource row (rolling upgrades)",
+        sql: "
+ALTER TABLE pipelines ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE deals ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE contacts ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+",
+    },
 ];

@@ -22,8 +22,7 @@ use kizuna_db::Migration;
 use kizuna_proto::gateway::gateway_service_server::GatewayServiceServer;
 use kizuna_server::{DomainService, ServerError, StartError};
 use kizuna_settings::Settings;
-use kizuna_store::Store;
-use tokio::sync::watch;
+use kizuna_store::{Store, Workers};
 use tonic::service::Routes;
 
 use crate::upstream::Upstreams;
@@ -53,7 +52,7 @@ impl DomainService for Gateway {
         store: Store,
         upstreams: Upstreams,
         settings: &Settings,
-        _stopping: watch::Receiver<bool>,
+        _workers: &Workers,
     ) -> Routes {
         kizuna_server::routes!(
             GatewayServiceServer::new(grpc::GatewayApi::new(store, upstreams)),

@@ -59,4 +59,13 @@ CREATE INDEX transitions_cause ON transitions (cause_service, cause_event_sequen
 CREATE INDEX transitions_cause_event_type ON transitions (cause_event_type, transition_time);
 ",
     },
+    kizuna_store::platform_migration(3),
+    Migration {
+        version: 4,
+        description: "writer revision of each resource row (rolling upgrades)",
+        sql: "
+ALTER TABLE subjects ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE transitions ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+",
+    },
 ];

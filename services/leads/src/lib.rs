@@ -20,8 +20,7 @@ use kizuna_db::Migration;
 use kizuna_proto::leads::leads_service_server::LeadsServiceServer;
 use kizuna_server::{DomainService, StartError};
 use kizuna_settings::Settings;
-use kizuna_store::Store;
-use tokio::sync::watch;
+use kizuna_store::{Store, Workers};
 use tonic::service::Routes;
 
 /// The service name used in logs, telemetry and the outbox.
@@ -43,21 +42,17 @@ impl DomainService for Leads {
         Ok(())
     }
 
-    fn routes(
-        store: Store,
-        _prepared: (),
-        settings: &Settings,
-        stopping: watch::Receiver<bool>,
-    ) -> Routes {
+    fn routes(store: Store, _prepared: (), settings: &Settings, workers: &Workers) -> Routes {
         let leads = settings.leads.clone();
-        stages::scores::spawn_flusher(
-            store.clone(),
-            std::time::Duration::from_millis(leads.score_flush_interval_ms),
-            stopping.clone(),
-        );
-        capture::spawn_backfills(store.clone(), stopping.clone());
-        let jobs = scoring::jobs::Runner::new(store.clone(), leads);
-        jobs.clone().spawn(stopping);
+        let jobs = scoring::jobs::Runner::new(store.clone(), leads.clone());
+        workers.spawn_all([
+            stages::scores::flusher(
+                store.clone(),
+                std::time::Duration::from_millis(leads.score_flush_interval_ms),
+            ),
+            capture::backfills(&store),
+            jobs.clone().worker(),
+        ]);
         kizuna_server::routes!(
             LeadsServiceServer::new(grpc::LeadsApi::new(store, jobs)),
             settings

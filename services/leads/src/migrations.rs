@@ -162,4 +162,16 @@ CREATE TABLE column_backfills (
 INSERT INTO column_backfills (name, after_parent, after_id, done) VALUES ('leads.tags', '', '', 0);
 ",
     },
+    kizuna_store::platform_migration(8),
+    Migration {
+        version: 9,
+        description: "writer revision of each resource row (rolling upgrades)",
+        sql: "
+ALTER TABLE leads ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE activities ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE scoring_models ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE segments ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE rescoring_jobs ADD COLUMN writer_revision BIGINT NOT NULL DEFAULT 0;
+",
+    },
 ];

@@ -8,14 +8,23 @@ use futures::StreamExt;
 use kizuna_proto::leads::*;
 use kizuna_tests::{Backend, Suite, both_backends};
 
-const WRITERS: usize = 4;
-const PER_WRITER: usize = 15;
-
 async fn resumable_in_commit_order(backend: Backend) {
+    resumable(backend, 4, 15).await;
+}
+both_backends!(watch, resumable_in_commit_order);
+
+/// Writers no longer queue on one lock: 32 of them commit at once on PostgreSQL while the
+/// consumer disconnects and resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_writers_on_postgres() {
+    resumable(Backend::Postgres, 32, 8).await;
+}
+
+async fn resumable(backend: Backend, writers: usize, per_writer: usize) {
     let Some(suite) = Suite::start(backend).await else {
         return;
     };
-    let writers: Vec<_> = (0..WRITERS)
+    let writers: Vec<_> = (0..writers)
         .map(|w| {
             let suite_port = suite.leads.port;
             let token = suite.token.clone();
@@ -26,7 +35,7 @@ async fn resumable_in_commit_order(backend: Backend) {
                         kizuna_tests::Bearer(Some(token)),
                     );
                 let mut names = Vec::new();
-                for i in 0..PER_WRITER {
+                for i in 0..per_writer {
                     let lead = Lead {
                         email: format!("w{w}-{i}@example.jp"),
                         ..Default::default()
@@ -51,7 +60,7 @@ async fn resumable_in_commit_order(backend: Backend) {
     let mut client = suite.leads().await;
     let mut seen: Vec<(i64, String)> = Vec::new();
     let mut cursor = 0;
-    let total = WRITERS * PER_WRITER;
+    let total = writers.len() * per_writer;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < total {
         assert!(
@@ -163,4 +172,3 @@ async fn resumable_in_commit_order(backend: Backend) {
     drop(live);
     suite.stop().await;
 }
-both_backends!(watch, resumable_in_commit_order);

@@ -13,5 +13,6 @@ mod lead_capture;
 mod lead_ingest;
 mod lead_stages;
 mod leads;
+mod platform;
 mod segments;
 mod shutdown;

@@ -146,14 +146,24 @@ pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
 /// Moves every activity of `from` under `to`: parent and the name inside the stored message
 /// are rewritten; the id is kept unless `to` already has an activity with it.
 async fn move_activities(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(), ApiError> {
-    let rows = sqlx::query("SELECT id, data FROM activities WHERE parent = $1 ORDER BY id")
-        .bind(from)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(db_error)?;
+    let revision = tx.db().schema_revision();
+    let rows = sqlx::query(
+        "SELECT id, data, writer_revision FROM activities WHERE parent = $1 ORDER BY id",
+    )
+    .bind(from)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
     for row in rows {
         let id: String = row.try_get(0).map_err(db_error)?;
         let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
+        let written_by: i64 = row.try_get(2).map_err(db_error)?;
+        if written_by > revision {
+            // Rewriting it would erase fields this release does not know (see ARCHITECTURE).
+            return Err(ApiError::unavailable(format!(
+                "{from}/activities/{id} was written by a newer release; retry"
+            )));
+        }
         let mut activity =
             <kizuna_proto::leads::Activity as prost::Message>::decode(data.as_slice())
                 .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
@@ -171,11 +181,13 @@ async fn move_activities(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(
         };
         activity.name = format!("{to}/activities/{new_id}");
         sqlx::query(
-            "UPDATE activities SET parent = $1, id = $2, data = $3 WHERE parent = $4 AND id = $5",
+            "UPDATE activities SET parent = $1, id = $2, data = $3, writer_revision = $4 \
+             WHERE parent = $5 AND id = $6",
         )
         .bind(to)
         .bind(new_id.as_str())
         .bind(prost::Message::encode_to_vec(&activity))
+        .bind(revision)
         .bind(from)
         .bind(id.as_str())
         .execute(tx.conn())

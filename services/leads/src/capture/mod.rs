@@ -3,7 +3,7 @@
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{CaptureLeadResponse, CaptureOutcome, Lead};
 use kizuna_proto::types::{Channel, ConsentState, LifecycleStage};
-use kizuna_store::{Store, WriteTx, apply_mask};
+use kizuna_store::{LeaseSettings, Store, Worker, WriteTx, apply_mask};
 use prost_types::FieldMask;
 
 use crate::error::{Error, Result};
@@ -378,15 +378,40 @@ async fn merge_captured(
 /// Leads per backfill transaction.
 const BACKFILL_CHUNK: usize = 500;
 
-/// Starts the column backfills the migrations registered (`leads.tags` for leads stored
-/// before migration 4); each runs once, resumes after a restart, and stops with the service.
-pub fn spawn_backfills(store: Store, stopping: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        if let Err(error) = store
-            .backfill_column::<Leads>("tags", BACKFILL_CHUNK, &stopping)
-            .await
-        {
-            tracing::warn!(%error, "leads.tags backfill failed; it resumes at the next start");
-        }
-    });
+/// How long a failed backfill waits before it tries again.
+const BACKFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The worker that runs the column backfills the migrations registered (`leads.tags` for leads
+/// stored before migration 4) until they are done: one replica at a time (a lease), resuming
+/// after its last chunk, retrying a failure (a database that is down or behind its migrations)
+/// every few seconds, and stopping with the service.
+pub fn backfills(store: &Store) -> Worker {
+    let leased = store.clone();
+    Worker::leased(
+        store,
+        "leads.backfills",
+        LeaseSettings::default(),
+        move |_fence| {
+            let store = leased.clone();
+            async move {
+                let mut stopping = store.stopping();
+                // Resumable and idempotent: after a takeover it finds what is left, or nothing.
+                while let Err(error) = store
+                    .backfill_column::<Leads>("tags", BACKFILL_CHUNK, &stopping)
+                    .await
+                {
+                    tracing::warn!(%error, "leads.tags backfill failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(BACKFILL_RETRY) => {}
+                        _ = stopping.changed() => {}
+                    }
+                    if *stopping.borrow() {
+                        return;
+                    }
+                }
+                // Done: hold the lease until the stop, so no stand-by redoes the check.
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }
+        },
+    )
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use kizuna_errors::ApiError;
 use kizuna_proto::leads::{Lead, RescoringJob, ScoringModel, rescoring_job};
 use kizuna_settings::LeadsSettings;
-use kizuna_store::{Store, WriteTx, db_error, db_span};
+use kizuna_store::{Store, Worker, WriteTx, db_error, db_span};
 use prost::Message;
 use sqlx::Row;
 use tokio::sync::{Notify, watch};
@@ -131,9 +131,12 @@ impl Runner {
         self.wake.notify_one();
     }
 
-    /// Runs jobs until `stopping` turns true; releases a claimed job on the way out.
-    pub fn spawn(self, mut stopping: watch::Receiver<bool>) {
-        tokio::spawn(async move {
+    /// The worker that runs jobs until the store's `stopping` turns true; it releases a
+    /// claimed job on the way out. Jobs carry their own leases (one runner per job at a time,
+    /// each chunk checks the lease in its transaction), so every replica runs one.
+    pub fn worker(self) -> Worker {
+        let mut stopping = self.store.stopping();
+        Worker::new("leads.rescoring-runner", async move {
             loop {
                 if *stopping.borrow() {
                     return;
@@ -156,7 +159,7 @@ impl Runner {
                     _ = stopping.changed() => {}
                 }
             }
-        });
+        })
     }
 
     /// Claims the oldest RUNNING job whose lease is free or expired; its id.

@@ -17,10 +17,9 @@ use kizuna_db::Backend;
 use kizuna_errors::ApiError;
 use kizuna_proto::leads::{LeadScoreChange, LeadScoreChanges};
 use kizuna_store::outbox::NewEvent;
-use kizuna_store::{Sql, Store, Value, WriteTx, db_error, db_span};
+use kizuna_store::{Sql, Store, Value, Worker, WriteTx, db_error, db_span};
 use prost::Message;
 use sqlx::Row;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::scoring::state::ScoreState;
@@ -296,8 +295,13 @@ pub async fn flush(store: &Store) -> Result<usize, ApiError> {
 
 /// Runs [`flush`] every `interval` while this process stores scores (and again at once while a
 /// flush was full), every [`IDLE_EVERY`] intervals when idle, and once more on `stopping`.
-pub fn spawn_flusher(store: Store, interval: Duration, mut stopping: watch::Receiver<bool>) {
-    tokio::spawn(async move {
+///
+/// Every replica runs one; they need no lease: each flush holds a transaction-scoped advisory
+/// lock for exactly the transaction that emits and clears, which is the fencing a lease would
+/// give (a replica that does not hold it writes nothing).
+pub fn flusher(store: Store, interval: Duration) -> Worker {
+    let mut stopping = store.stopping();
+    Worker::new("leads.score-flusher", async move {
         let mut idle_ticks = 0;
         loop {
             if recently_stored() || idle_ticks >= IDLE_EVERY {
@@ -328,5 +332,5 @@ pub fn spawn_flusher(store: Store, interval: Duration, mut stopping: watch::Rece
                 return;
             }
         }
-    });
+    })
 }
