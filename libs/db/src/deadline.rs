@@ -16,14 +16,16 @@ tokio::task_local! {
 }
 
 /// Shortest time kept before a caller's deadline to send the answer.
-pub const MIN_ANSWER_MARGIN: Duration = Duration::from_millis(20);
+pub const MIN_ANSWER_MARGIN: Duration = Duration::from_millis(50);
 /// Longest time kept before a caller's deadline to send the answer.
-pub const MAX_ANSWER_MARGIN: Duration = Duration::from_millis(250);
+pub const MAX_ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
-/// How long before a deadline `timeout` away the service should answer: a tenth of it, within
-/// [`MIN_ANSWER_MARGIN`] and [`MAX_ANSWER_MARGIN`].
+/// How long before a deadline `timeout` away the service should answer: a fifth of it, within
+/// [`MIN_ANSWER_MARGIN`] and [`MAX_ANSWER_MARGIN`]. Only waits for a connection are cut by it
+/// (and calls still waiting while the database is known down), so a generous margin costs a
+/// healthy call nothing, and it leaves room for a busy machine to send the answer in time.
 pub fn answer_margin(timeout: Duration) -> Duration {
-    (timeout / 10).clamp(MIN_ANSWER_MARGIN, MAX_ANSWER_MARGIN)
+    (timeout / 5).clamp(MIN_ANSWER_MARGIN, MAX_ANSWER_MARGIN)
 }
 
 /// The instant a call received now with `timeout` should be answered by.
@@ -59,12 +61,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_margin_is_a_tenth_within_bounds() {
+    fn the_margin_is_a_fifth_within_bounds() {
         assert_eq!(
             answer_margin(Duration::from_secs(2)),
-            Duration::from_millis(200)
+            Duration::from_millis(400)
         );
-        assert_eq!(answer_margin(Duration::from_millis(50)), MIN_ANSWER_MARGIN);
+        assert_eq!(answer_margin(Duration::from_millis(100)), MIN_ANSWER_MARGIN);
         assert_eq!(answer_margin(Duration::from_secs(60)), MAX_ANSWER_MARGIN);
     }
 
@@ -76,8 +78,8 @@ mod tests {
             wait_bound(limit)
         })
         .await;
-        assert!(bound <= Duration::from_millis(1_800), "{bound:?}");
-        assert!(bound > Duration::from_millis(1_500), "{bound:?}");
+        assert!(bound <= Duration::from_millis(1_600), "{bound:?}");
+        assert!(bound > Duration::from_millis(1_300), "{bound:?}");
         assert_eq!(wait_bound(limit), limit, "the scope ended");
     }
 }
