@@ -3,15 +3,19 @@
 # `kizuna` binary accepts. For every service it renders the dev overlay, takes the migration
 # Job's and the Deployment's container environment exactly as rendered (ConfigMap via envFrom,
 # literal values, $(VAR) expansion), substitutes only what cannot exist on this machine, then:
-#   1. runs `kizuna migrate <service>` with the Job's environment (must exit 0);
+#   1. runs `kizuna migrate <service>` with the Job's environment (must exit 0; it has no signing
+#      key, and logs JSON lines on stderr);
 #   2. starts `kizuna serve <service>` with the Deployment's environment and waits until
 #      grpc.health.v1 reports SERVING for "" (readiness/startup) and "liveness";
 #   3. checks that the log lines are JSON (KIZUNA__TELEMETRY__LOG_FORMAT=json);
 #   4. sends SIGTERM and expects a clean exit within the grace period.
 # The gateway starts last, pointed at the three domain services started before it.
 #
-# Substituted (and printed): the database URL (a fresh SQLite file per service, or a fresh
-# PostgreSQL database per service when KIZUNA_TEST_DATABASE_URL names a server and psql exists),
+# Substituted (and printed): the database URLs (a fresh SQLite file per service, or a fresh
+# PostgreSQL database per service when KIZUNA_TEST_DATABASE_URL names a server and psql exists;
+# on PostgreSQL the two roles of docs/OPERATIONS.md 4.1 are created with its grants: the Job's
+# KIZUNA__DATABASE__MIGRATION_URL is the schema owner, the Deployment's KIZUNA__DATABASE__URL a
+# role with data rights only, and the test checks that role can use every table and create none),
 # the listen address (127.0.0.1 and a free port instead of 0.0.0.0:50051), the collector
 # endpoint (a closed local port: export failures must not stop a service), the gateway's
 # upstream URLs (the local ports), and the Downward API fields. The signing key is the dev
@@ -98,18 +102,70 @@ def container_of(kind, service):
             continue
         for c in d["spec"]["template"]["spec"]["containers"]:
             if c["image"].startswith("ghcr.io/kizuna/kizuna"):
-                return c
+                return {**c, "_labels": d["spec"]["template"]["metadata"].get("labels") or {}}
     raise SystemExit(f"no {kind} container for {service} in the dev overlay")
 
 
-def database_url(service):
-    admin = os.environ.get("KIZUNA_TEST_DATABASE_URL", "")
-    if admin.startswith("postgres") and shutil.which("psql") and not print_only:
-        name = f"kizuna_envcompat_{service}_{secrets.token_hex(4)}"
-        subprocess.run(["psql", admin, "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"'], check=True)
-        parts = urlsplit(admin)
-        return urlunsplit(parts._replace(path="/" + name))
-    return f"sqlite://{work}/{service}.db?mode=rwc"
+ADMIN_URL = os.environ.get("KIZUNA_TEST_DATABASE_URL", "")
+ON_POSTGRES = ADMIN_URL.startswith("postgres") and shutil.which("psql") and not print_only
+created = []  # (database, owner role, service role) to drop at the end
+
+
+def psql(url, sql):
+    return subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def as_user(url, user, database):
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}", path="/" + database))
+
+
+def database_urls(service):
+    """(migration URL, service URL): on PostgreSQL a schema-owning role and a data-only role with
+    the grants of docs/OPERATIONS.md 4.1 (trust authentication, as on the CI machine)."""
+    if ON_POSTGRES:
+        suffix = secrets.token_hex(4)
+        name, owner, app = f"kizuna_envcompat_{service}_{suffix}", f"envcompat_{service}_owner_{suffix}", f"envcompat_{service}_{suffix}"
+        psql(ADMIN_URL, f'CREATE ROLE "{owner}" LOGIN')
+        psql(ADMIN_URL, f'CREATE ROLE "{app}" LOGIN')
+        psql(ADMIN_URL, f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        created.append((name, owner, app))
+        # The grants, exactly as documented (run as the owner, in the service's database).
+        psql(as_user(ADMIN_URL, owner, name), f"""
+            REVOKE ALL ON DATABASE "{name}" FROM PUBLIC;
+            REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+            GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO "{app}";
+            GRANT USAGE ON SCHEMA public TO "{app}";
+            ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public
+              GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{app}";
+            ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public
+              GRANT USAGE, SELECT ON SEQUENCES TO "{app}";""")
+        return as_user(ADMIN_URL, owner, name), as_user(ADMIN_URL, app, name)
+    url = f"sqlite://{work}/{service}.db?mode=rwc"
+    return url, url
+
+
+def role_problems(service_url):
+    """What the service's role may do in its database after the migration: use every table,
+    create nothing."""
+    problems = []
+    rows = psql(service_url, """
+        SELECT c.relname, has_table_privilege(c.oid, 'SELECT,INSERT,UPDATE,DELETE')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')""").splitlines()
+    if not rows:
+        problems.append("no tables in the service's database")
+    problems += [f"no data rights on table {r.split('|')[0]}" for r in rows if not r.endswith("|t")]
+    sequences = psql(service_url, """
+        SELECT c.relname, has_sequence_privilege(c.oid, 'USAGE')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind = 'S'""").splitlines()
+    problems += [f"no USAGE on sequence {r.split('|')[0]}" for r in sequences if not r.endswith("|t")]
+    if psql(service_url, "SELECT has_schema_privilege('public', 'CREATE')") != "f":
+        problems.append("the service's role may create tables in schema public")
+    return problems
 
 
 def rendered_env(container, service, db_url, ports):
@@ -126,13 +182,16 @@ def rendered_env(container, service, db_url, ports):
             env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
         elif "secretKeyRef" in item["valueFrom"]:
             ref = item["valueFrom"]["secretKeyRef"]
-            if name == "KIZUNA__DATABASE__URL":
-                env[name] = db_url
-                substituted[name] = db_url
+            if name in db_url:
+                env[name] = db_url[name]
+                substituted[name] = db_url[name]
             else:
                 env[name] = secret_values[ref["name"]][ref["key"]]
         elif "fieldRef" in item["valueFrom"]:
-            env[name] = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
+            path = item["valueFrom"]["fieldRef"]["fieldPath"]
+            label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+            # A missing label gives an empty value, as the kubelet does.
+            env[name] = container["_labels"].get(label.group(1), "") if label else downward[path]
     overrides = {"KIZUNA__SERVER__HOST": "127.0.0.1", "KIZUNA__SERVER__PORT": str(ports[service])}
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
         overrides["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{ports['collector']}"
@@ -161,7 +220,8 @@ ports = {name: free_port() for name in SERVICES + ["collector"]}
 processes = []
 try:
     for service in SERVICES:
-        db_url = database_url(service)
+        migration_url, service_url = database_urls(service)
+        db_url = {"KIZUNA__DATABASE__URL": service_url, "KIZUNA__DATABASE__MIGRATION_URL": migration_url}
         job_env, job_subst = rendered_env(container_of("Job", service), service, db_url, ports)
         run_env, run_subst = rendered_env(container_of("Deployment", service), service, db_url, ports)
         if print_only:
@@ -177,6 +237,14 @@ try:
         migrate = subprocess.run([binary, *args], env={**base, **job_env}, capture_output=True, text=True, timeout=120)
         result(migrate.returncode == 0, f"{service}: `kizuna {' '.join(args)}` with the Job's environment",
                f"exit {migrate.returncode}\n{migrate.stdout[-2000:]}{migrate.stderr[-2000:]}")
+        result("KIZUNA__AUTH__SIGNING_KEY" not in job_env, f"{service}: the Job's environment has no signing key")
+        migrate_lines = [l for l in migrate.stderr.splitlines() if l.strip()]
+        result(any('"migrations applied"' in l for l in migrate_lines) and all(l.startswith("{") for l in migrate_lines),
+               f"{service}: migrate logs JSON lines on stderr, `migrations applied` among them", migrate.stderr[-2000:])
+        if ON_POSTGRES and migrate.returncode == 0:
+            problems = role_problems(service_url)
+            result(not problems, f"{service}: the service's role has data rights on every table and no CREATE",
+                   "; ".join(problems))
 
         args = container_of("Deployment", service)["args"]
         log_path = work / f"{service}.log"
@@ -224,6 +292,9 @@ finally:
     for process in processes:
         if process.poll() is None:
             process.kill()
+    for name, owner, app in created:
+        subprocess.run(["psql", ADMIN_URL, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], capture_output=True)
+        subprocess.run(["psql", ADMIN_URL, "-qc", f'DROP ROLE IF EXISTS "{app}"; DROP ROLE IF EXISTS "{owner}"'], capture_output=True)
 
 if not print_only:
     print(f"test-env-compat: {passed} passed, {failed} failed")

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Tests .ci/validate-deploy.sh: it must pass on the unmodified k8s/ tree and fail on each
-# deliberately broken copy (an unknown field, a missing probe, a probe of the wrong type, a
-# setting the binary does not know, a committed Secret in prod, an unjustified checkov skip).
-# Each case copies k8s/ to a temporary directory; the repository is never modified.
+# Tests .ci/validate-deploy.sh: it must pass on the unmodified k8s/ and docker/ trees and fail on
+# each deliberately broken copy (an unknown field, a missing probe, a probe of the wrong type, a
+# setting the binary does not know, a committed Secret in prod, an unjustified checkov skip, a
+# memory-scaled autoscaler, a broken connection budget, a probe port off the configured port, a
+# migration Job with the signing key, missing resource attributes, a wrong GOMEMLIMIT; and for
+# docker/: an unpinned base image, a fallback signing key, no health check, a gateway that does
+# not wait for healthy services). Each case copies k8s/ or docker/ to a temporary directory;
+# the repository is never modified.
 #
 # Usage: .ci/tests/test-validate-deploy.sh
 set -euo pipefail
@@ -26,12 +30,14 @@ fresh_copy() {
   echo "$dir/k8s"
 }
 
-# expect pass|fail NAME DIR [EXPECTED_TEXT]: runs the validator on DIR (Kubernetes only; the
-# Docker files are checked once, in the unmodified case).
+# expect pass|fail NAME DIR [EXPECTED_TEXT] [docker]: runs the validator on the k8s tree DIR
+# (Kubernetes only; the Docker files are checked once, in the unmodified case), or with
+# "docker" on the docker/ tree DIR alone.
 expect() {
-  local want="$1" name="$2" dir="$3" text="${4:-}" status=0 extra=()
-  [ "$name" = "unmodified tree" ] || extra=(--no-docker)
-  "$validate" "${extra[@]}" "$dir" > "$work/$name.log" 2>&1 || status=$?
+  local want="$1" name="$2" dir="$3" text="${4:-}" status=0 args=(--no-docker "$3")
+  [ "$name" != "unmodified tree" ] || args=("$dir")
+  [ "${5:-}" != docker ] || args=(--docker-only --docker-dir "$dir")
+  "$validate" "${args[@]}" > "$work/$name.log" 2>&1 || status=$?
   local ok=true
   if [ "$want" = pass ] && [ "$status" -ne 0 ]; then ok=false; fi
   if [ "$want" = fail ] && [ "$status" -eq 0 ]; then ok=false; fi
@@ -111,6 +117,72 @@ expect fail "privilege escalation" "$dir" "CKV_K8S_20"
 dir="$(fresh_copy missing-job)"
 edit "$dir/base/deals.yaml" "docs[:] = [d for d in docs if d['kind'] != 'Job']"
 expect fail "missing migration Job" "$dir" "no migration Job runs \`migrate deals\`"
+
+# 11. An autoscaler that scales on memory.
+dir="$(fresh_copy memory-hpa)"
+edit "$dir/base/leads.yaml" "next(d for d in docs if d['kind'] == 'HorizontalPodAutoscaler')['spec']['metrics'].append({'type': 'Resource', 'resource': {'name': 'memory', 'target': {'type': 'Utilization', 'averageUtilization': 80}}})"
+expect fail "HPA on memory" "$dir" "scales on memory; scale on CPU only"
+
+# 12. A pool that breaks the shared-server connection budget (fits one server per service).
+dir="$(fresh_copy budget)"
+sed -i 's/^KIZUNA__DATABASE__MAX_CONNECTIONS=.*/KIZUNA__DATABASE__MAX_CONNECTIONS=6/' "$dir/base/deals.env"
+expect fail "connection budget, shared server" "$dir" "prod: one shared server: the services need"
+dir="$(fresh_copy budget-per-service)"
+edit "$dir/base/gateway.yaml" "next(d for d in docs if d['kind'] == 'HorizontalPodAutoscaler')['spec']['maxReplicas'] = 40"
+expect fail "connection budget, one server per service" "$dir" "one server per service: gateway needs"
+
+# 13. The server listens on another port than the one the probes and the Service use.
+dir="$(fresh_copy port)"
+sed -i 's/^KIZUNA__SERVER__PORT=.*/KIZUNA__SERVER__PORT=50052/' "$dir/base/accounts.env"
+expect fail "probe port off the configured port" "$dir" "port grpc is 50051 but KIZUNA__SERVER__PORT is 50052"
+
+# 14. A migration Job that mounts the signing key.
+dir="$(fresh_copy job-key)"
+edit "$dir/base/leads.yaml" "next(d for d in docs if d['kind'] == 'Job')['spec']['template']['spec']['containers'][0]['env'].append({'name': 'KIZUNA__AUTH__SIGNING_KEY', 'valueFrom': {'secretKeyRef': {'name': 'kizuna-auth', 'key': 'signing-key'}}})"
+expect fail "signing key in a migration Job" "$dir" "a migration needs no signing key"
+
+# 15. Resource attributes: the version label missing, then not the image tag.
+dir="$(fresh_copy no-version)"
+sed -i '/app.kubernetes.io\/version: "0.1.0"/d' "$dir/overlays/prod/kustomization.yaml"
+expect fail "service.version label missing" "$dir" "service.version comes from pod label app.kubernetes.io/version"
+dir="$(fresh_copy stale-version)"
+sed -i 's/newTag: 0.1.0/newTag: 0.2.0/' "$dir/overlays/prod/kustomization.yaml"
+expect fail "service.version not the image tag" "$dir" "service.version is '0.1.0' but the image tag is '0.2.0'"
+
+# 16. The collector's GOMEMLIMIT at the whole memory limit.
+dir="$(fresh_copy gomemlimit)"
+sed -i 's/value: 410MiB/value: 512MiB/' "$dir/components/otel-collector/collector.yaml"
+expect fail "GOMEMLIMIT at 100 % of the limit" "$dir" "GOMEMLIMIT 512MiB is 100% of the 512Mi limit"
+
+# Docker files: each case a broken copy of docker/, checked alone (--docker-only).
+fresh_docker() {
+  local dir="$work/$1"
+  mkdir -p "$dir"
+  cp -R "$repo_root/docker" "$dir/docker"
+  echo "$dir/docker"
+}
+# 17. A base image by tag only.
+dir="$(fresh_docker unpinned)"
+sed -i 's|^FROM gcr.io/distroless/cc-debian12:nonroot@sha256:[0-9a-f]*|FROM gcr.io/distroless/cc-debian12:nonroot|' "$dir/Dockerfile"
+expect fail "unpinned base image" "$dir" "FROM without @sha256: digest" docker
+
+# 18. compose falls back to a committed signing key.
+dir="$(fresh_docker fallback-key)"
+sed -i 's|\${KIZUNA_SIGNING_KEY:?[^}]*}|${KIZUNA_SIGNING_KEY:-committed-dev-key-0123456789abcdef0123}|' "$dir/compose.yaml"
+expect fail "compose fallback signing key" "$dir" "renders without KIZUNA_SIGNING_KEY" docker
+
+# 19. A service without the health check, and a gateway that only waits for the start.
+dir="$(fresh_docker no-healthcheck)"
+python3 - "$dir/compose.yaml" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+text = text.replace('    command: ["serve", "deals"]\n    healthcheck: *kizuna-healthcheck\n', '    command: ["serve", "deals"]\n')
+text = text.replace("      accounts:\n        condition: service_healthy", "      accounts:\n        condition: service_started")
+open(path, "w").write(text)
+PY
+expect fail "compose service without kizuna health" "$dir" "compose service deals: healthcheck must run \`kizuna health\`" docker
+expect fail "gateway not waiting for healthy services" "$dir" "compose service gateway: must wait for accounts to be service_healthy" docker
 
 echo "test-validate-deploy: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -211,6 +211,25 @@ impl Suite {
     }
 }
 
+/// A published scoring model worth 30 points per `/pricing` page view, MQL at 50, no decay.
+pub fn pricing_model() -> kizuna_proto::leads::ScoringModel {
+    use kizuna_proto::leads::{ActivityKind, ScoringModel, scoring_model};
+    ScoringModel {
+        display_name: "Pricing interest".into(),
+        engagement_rules: vec![scoring_model::EngagementRule {
+            rule_id: "pricing".into(),
+            activity_kind: ActivityKind::PageView as i32,
+            url_contains: "/pricing".into(),
+            points: 30.0,
+            ..Default::default()
+        }],
+        half_life_days: 0.0,
+        mql_score_threshold: 50.0,
+        state: scoring_model::State::Published as i32,
+        ..Default::default()
+    }
+}
+
 /// The field names in a status's `BadRequest` details.
 pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;

@@ -4,6 +4,15 @@
 //! domain, and the values named in the message) and, for bad input, one `BadRequest` listing
 //! every offending field. A stale etag is ABORTED (AIP-154). Internal causes are logged once here
 //! and never sent to the caller.
+//!
+//! Errors quote what the caller sent, and a hostile caller can send megabytes, so every status
+//! is bounded where it is built ([`ApiError::into_status`]): a value quoted in backticks (and a
+//! resource name) is cut to [`MAX_QUOTED_BYTES`], a field path (which may hold a map key) to
+//! [`MAX_FIELD_BYTES`], a description to [`MAX_DESCRIPTION_BYTES`], an `ErrorInfo` metadata value
+//! to [`MAX_METADATA_BYTES`], the message to [`MAX_MESSAGE_BYTES`], and `BadRequest` lists the
+//! first [`MAX_LISTED_VIOLATIONS`] violations (the message counts the rest). Cuts fall on
+//! character boundaries and end in `…`. The whole status stays under 8 KiB of trailers even when
+//! every value is 4-byte UTF-8, well inside a default client's 16 KiB metadata limit.
 
 mod validate;
 
@@ -13,6 +22,58 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub use validate::{FieldViolation, Validator};
+
+/// Most bytes of a value quoted in backticks in a message or description (80 ASCII characters,
+/// 26 Japanese ones).
+pub const MAX_QUOTED_BYTES: usize = 80;
+/// Most bytes of a field path in a `BadRequest` (a path such as `lead.custom_fields[key]` holds a
+/// caller's key).
+pub const MAX_FIELD_BYTES: usize = 96;
+/// Most bytes of a violation's description.
+pub const MAX_DESCRIPTION_BYTES: usize = 160;
+/// Most bytes of an `ErrorInfo` metadata value.
+pub const MAX_METADATA_BYTES: usize = 256;
+/// Most bytes of a status message.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+/// Most violations one `BadRequest` lists.
+pub const MAX_LISTED_VIOLATIONS: usize = 8;
+
+const ELLIPSIS: char = '…';
+
+/// `text` cut to at most `max_bytes` bytes (ellipsis included) at a character boundary.
+pub fn clip(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return text.into();
+    }
+    let mut end = max_bytes.saturating_sub(ELLIPSIS.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &text[..end]).into()
+}
+
+/// `text` with every backtick-quoted value longer than [`MAX_QUOTED_BYTES`] cut, then clipped to
+/// `max_bytes`.
+pub fn clip_quoted(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    let mut parts = text.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    // Odd pieces are inside backticks (an unpaired last backtick quotes the rest).
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        if i % 2 == 0 {
+            out.push_str(&clip(part, MAX_QUOTED_BYTES));
+        } else {
+            out.push_str(part);
+        }
+        if out.len() > max_bytes {
+            break;
+        }
+    }
+    clip(&out, max_bytes).into_owned()
+}
 
 /// A failure a caller can act on, independent of transport.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +131,30 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The violations in words, as many as fit the message (the rest counted).
 fn summarize(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
+    // Room for "invalid argument: " and "; and N more".
+    let budget = MAX_MESSAGE_BYTES - 48;
+    let mut listed = String::new();
+    let mut count = 0;
+    for violation in violations {
+        let item = format!("{}: {}", violation.field, violation.description);
+        let separator = if count == 0 { "" } else { "; " };
+        if listed.len() + separator.len() + item.len() > budget {
+            if count == 0 {
+                listed = clip(&item, budget).into_owned();
+                count = 1;
+            }
+            break;
+        }
+        listed.push_str(separator);
+        listed.push_str(&item);
+        count += 1;
+    }
+    if count < violations.len() {
+        listed.push_str(&format!("; and {} more", violations.len() - count));
+    }
+    listed
 }
 
 impl ApiError {
@@ -120,18 +199,65 @@ impl ApiError {
         }
     }
 
+    /// The same error with every caller-supplied value cut to the limits in the crate header.
+    fn bounded(self) -> Self {
+        let name = |name: String| clip(&name, MAX_QUOTED_BYTES).into_owned();
+        match self {
+            ApiError::InvalidArgument(violations) => ApiError::InvalidArgument(
+                violations
+                    .into_iter()
+                    .map(|v| FieldViolation {
+                        field: clip(&v.field, MAX_FIELD_BYTES).into_owned(),
+                        description: clip_quoted(&v.description, MAX_DESCRIPTION_BYTES),
+                    })
+                    .collect(),
+            ),
+            ApiError::NotFound { kind, name: n } => ApiError::NotFound {
+                kind,
+                name: name(n),
+            },
+            ApiError::AlreadyExists { kind, name: n } => ApiError::AlreadyExists {
+                kind,
+                name: name(n),
+            },
+            ApiError::EtagMismatch { name: n, current } => ApiError::EtagMismatch {
+                name: name(n),
+                current: name(current),
+            },
+            ApiError::FailedPrecondition { reason, message } => ApiError::FailedPrecondition {
+                reason,
+                message: clip_quoted(&message, MAX_MESSAGE_BYTES),
+            },
+            ApiError::Unavailable {
+                dependency,
+                reason,
+                retry_delay,
+            } => ApiError::Unavailable {
+                dependency: name(dependency),
+                reason,
+                retry_delay,
+            },
+            internal @ ApiError::Internal(_) => internal,
+        }
+    }
+
     /// Builds the status with its details; `domain` is the service's error domain, e.g.
-    /// `leads.kizuna.dev`.
+    /// `leads.kizuna.dev`. Caller-supplied values are bounded (see the crate header).
     pub fn into_status(self, domain: &str) -> Status {
         let mut metadata = HashMap::new();
         let mut details = ErrorDetails::new();
-        match &self {
+        let this = self.bounded();
+        match &this {
             ApiError::InvalidArgument(violations) => {
-                for violation in violations {
+                let listed = &violations[..violations.len().min(MAX_LISTED_VIOLATIONS)];
+                for violation in listed {
                     details.add_bad_request_violation(&violation.field, &violation.description);
                 }
-                let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
-                metadata.insert("fields".to_owned(), fields.join(","));
+                let fields: Vec<&str> = listed.iter().map(|v| v.field.as_str()).collect();
+                metadata.insert(
+                    "fields".to_owned(),
+                    clip(&fields.join(","), MAX_METADATA_BYTES).into_owned(),
+                );
             }
             ApiError::NotFound { kind, name } | ApiError::AlreadyExists { kind, name } => {
                 metadata.insert("kind".to_owned(), (*kind).to_owned());
@@ -154,9 +280,42 @@ impl ApiError {
                 tracing::error!(error.message = %cause, "internal error");
             }
         }
-        details.set_error_info(self.reason(), domain, metadata);
-        Status::with_error_details(self.code(), self.to_string(), details)
+        details.set_error_info(this.reason(), domain, metadata);
+        let message = clip(&this.to_string(), MAX_MESSAGE_BYTES).into_owned();
+        Status::with_error_details(this.code(), message, details)
     }
+}
+
+/// The RESOURCE_EXHAUSTED status for a request message larger than the server accepts, when
+/// `status` is tonic's own refusal of one (OUT_OF_RANGE "decoded message length too large");
+/// `None` for any other status. gRPC clients and other implementations answer an oversized
+/// message with RESOURCE_EXHAUSTED; the message names the limit and the setting.
+pub fn request_too_large(status: &Status, domain: &str) -> Option<Status> {
+    const TONIC: &str = "Error, decoded message length too large: found ";
+    if status.code() != Code::OutOfRange {
+        return None;
+    }
+    let rest = status.message().strip_prefix(TONIC)?;
+    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    let (found, limit): (u64, u64) = (found.parse().ok()?, limit.parse().ok()?);
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "REQUEST_TOO_LARGE",
+        domain,
+        HashMap::from([
+            ("size_bytes".to_owned(), found.to_string()),
+            ("limit_bytes".to_owned(), limit.to_string()),
+        ]),
+    );
+    Some(Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "the request message is {found} bytes, over the limit of {limit} bytes \
+             (server.max_request_bytes)"
+        ),
+        details,
+    ))
 }
 
 /// The value of a required request field: INVALID_ARGUMENT on `field` ("is required") when it is
@@ -222,6 +381,102 @@ mod tests {
                 .reason,
             "ETAG_MISMATCH"
         );
+    }
+
+    /// Bytes the status takes as trailers: `grpc-message` percent-encoded as tonic sends it,
+    /// and `grpc-status-details-bin` in base64.
+    fn trailer_bytes(status: &Status) -> usize {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).expect("headers");
+        headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum()
+    }
+
+    #[test]
+    fn hostile_values_are_cut_and_the_status_stays_small() {
+        for unit in ["k", "é", "語", "𝄞"] {
+            let key = unit.repeat(100_000);
+            let violations = (0..50)
+                .map(|i| {
+                    FieldViolation::new(
+                        format!("lead.custom_fields[{key}{i}]"),
+                        format!("`{key}` is not a profile field a fit rule can read"),
+                    )
+                })
+                .collect();
+            let status = ApiError::InvalidArgument(violations).into_status("leads.kizuna.dev");
+            let bytes = trailer_bytes(&status);
+            assert!(bytes < 6 * 1024, "{unit}: {bytes} bytes of trailers");
+            let message = status.message();
+            assert!(message.len() <= MAX_MESSAGE_BYTES, "{message}");
+            assert!(
+                message.ends_with(" more") && message.contains("; and 4"),
+                "{message}"
+            );
+            let details = status.get_error_details();
+            let violations = &details.bad_request().expect("bad request").field_violations;
+            assert_eq!(violations.len(), MAX_LISTED_VIOLATIONS);
+            let first = &violations[0];
+            assert!(first.field.starts_with("lead.custom_fields["));
+            assert!(first.field.ends_with('…') && first.field.len() <= MAX_FIELD_BYTES);
+            // The quoted value is cut, the words after it stay.
+            assert!(
+                first
+                    .description
+                    .ends_with("…` is not a profile field a fit rule can read"),
+                "{}",
+                first.description
+            );
+            let name = ApiError::NotFound {
+                kind: "Lead",
+                name: format!("leads/{key}"),
+            }
+            .into_status("leads.kizuna.dev");
+            assert!(trailer_bytes(&name) < 4 * 1024, "{unit}");
+            assert!(
+                name.message().ends_with("…` not found"),
+                "{}",
+                name.message()
+            );
+        }
+    }
+
+    #[test]
+    fn clipping_keeps_short_text_and_cuts_at_char_boundaries() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("日本語テキスト", 10), "日本…");
+        assert_eq!(clip_quoted("`abc` is bad", 100), "`abc` is bad");
+        let long = "x".repeat(MAX_QUOTED_BYTES + 1);
+        assert_eq!(
+            clip_quoted(&format!("a `{long}` b `c`"), 1_000),
+            format!("a `{}…` b `c`", "x".repeat(MAX_QUOTED_BYTES - 3))
+        );
+    }
+
+    #[test]
+    fn an_oversized_request_is_resource_exhausted() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        );
+        let status = request_too_large(&tonic, "leads.kizuna.dev").expect("translated");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("4194304 bytes"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("server.max_request_bytes"));
+        let info = status
+            .get_error_details()
+            .error_info()
+            .expect("info")
+            .clone();
+        assert_eq!(info.reason, "REQUEST_TOO_LARGE");
+        assert_eq!(info.metadata["limit_bytes"], "4194304");
+        assert!(request_too_large(&Status::out_of_range("page 9 of 3"), "x").is_none());
+        assert!(request_too_large(&Status::internal("x"), "x").is_none());
     }
 
     #[test]

@@ -77,17 +77,13 @@ impl Validator {
         self.max_chars(field, value, 254)
     }
 
-    /// A phone number, when present: digits with optional `+`, spaces, hyphens, dots, brackets.
+    /// A phone number, when present, as [`kizuna_normalize::parse_phone`] reads it (national or
+    /// international, any dash, bracket, space or width, an optional extension).
     pub fn phone(&mut self, field: &str, value: &str) -> &mut Self {
-        if !value.is_empty() {
-            let digits = value.chars().filter(|c| c.is_numeric()).count();
-            let allowed = value.chars().all(|c| {
-                c.is_numeric()
-                    || " +-.()\u{2010}\u{2212}\u{30fc}\u{ff0b}\u{ff0d}\u{3000}".contains(c)
-            });
-            if !allowed || !(5..=20).contains(&digits) {
-                self.violation(field, "is not a phone number");
-            }
+        if !value.is_empty()
+            && let Err(why) = kizuna_normalize::parse_phone(value)
+        {
+            self.violation(field, format!("is not a phone number: it {why}"));
         }
         self
     }
@@ -184,10 +180,19 @@ mod tests {
             "+81 90 1234 5678",
             "０９０１２３４５６７８",
             "(03) 1234-5678",
+            "+81-(0)90-1234-5678",
+            "03–1234–5678 内線 12",
+            "03-1234-5678 ext. 12",
+            "+44 (0)20 7946 0000",
         ] {
             let mut v = Validator::new();
             v.phone("phone", phone);
             assert!(v.is_clean(), "{phone}");
+        }
+        for phone in ["12", "03-1234-5678 (代表)", "call me"] {
+            let mut v = Validator::new();
+            v.phone("phone", phone);
+            assert!(!v.is_clean(), "{phone}");
         }
     }
 

@@ -83,9 +83,80 @@ pub use prost_types;
 /// `tonic_reflection::server::Builder::register_encoded_file_descriptor_set`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kizuna_descriptor");
 
+/// The files of [`FILE_DESCRIPTOR_SET`] that define `services` (fully qualified names such as
+/// `kizuna.leads.v1.LeadsService`) and everything they import, in the set's order: what one
+/// port's reflection needs, so it neither lists nor describes another port's service.
+pub fn file_descriptor_set_for(services: &[&str]) -> prost_types::FileDescriptorSet {
+    use prost::Message as _;
+    let all = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set compiled into this crate decodes");
+    let defines = |file: &prost_types::FileDescriptorProto| {
+        file.service.iter().any(|service| {
+            services.contains(&format!("{}.{}", file.package(), service.name()).as_str())
+        })
+    };
+    let mut needed: Vec<&str> = all
+        .file
+        .iter()
+        .filter(|file| defines(file))
+        .map(|file| file.name())
+        .collect();
+    let mut next = 0;
+    while let Some(name) = needed.get(next).copied() {
+        next += 1;
+        if let Some(file) = all.file.iter().find(|file| file.name() == name) {
+            for dependency in &file.dependency {
+                if !needed.contains(&dependency.as_str()) {
+                    needed.push(dependency);
+                }
+            }
+        }
+    }
+    let file = all
+        .file
+        .iter()
+        .filter(|file| needed.contains(&file.name()))
+        .cloned()
+        .collect();
+    prost_types::FileDescriptorSet { file }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
+
+    #[test]
+    fn a_service_gets_its_file_and_imports_only() {
+        let set = super::file_descriptor_set_for(&["kizuna.leads.v1.LeadsService"]);
+        let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        for expected in [
+            "kizuna/leads/v1/leads.proto",
+            "kizuna/leads/v1/lead.proto",
+            "kizuna/type/v1/consent.proto",
+            "google/protobuf/timestamp.proto",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        for absent in [
+            "kizuna/deals/v1/deals.proto",
+            "kizuna/gateway/v1/gateway.proto",
+        ] {
+            assert!(!names.contains(&absent), "{absent} in {names:?}");
+        }
+        // Every import of a kept file is kept.
+        for file in &set.file {
+            for dependency in &file.dependency {
+                assert!(
+                    names.contains(&dependency.as_str()),
+                    "{dependency} of {}",
+                    file.name()
+                );
+            }
+        }
+    }
 
     #[test]
     fn descriptor_set_has_every_service_and_its_imports() {

@@ -2,7 +2,10 @@
 //!
 //! The span follows the OpenTelemetry RPC conventions (`rpc.system.name = "grpc"`,
 //! `rpc.method = "pkg.Service/Method"`, `rpc.response.status_code = "NOT_FOUND"`), continues the
-//! caller's W3C trace context and records the trace id so log lines carry it. Health checks and
+//! caller's W3C trace context, belongs to the service (its resource, see
+//! [`kizuna_telemetry::route`]) and records the trace id so log lines carry it. It lasts until
+//! the response body ends, so a stream's span covers the whole stream ([`crate::call_span`]).
+//! Health checks and
 //! reflection are neither traced nor authorized. A refused call gets UNAUTHENTICATED or
 //! PERMISSION_DENIED before it reaches the service; an accepted one carries the caller's
 //! [`Principal`](kizuna_auth::Principal) in its extensions.
@@ -14,6 +17,8 @@ use futures::future::BoxFuture;
 use kizuna_auth::{AuthError, Authenticator, required_scope};
 use tonic::Code;
 use tracing::Instrument;
+
+use crate::call_span::{CallEnd, TracedBody, requested_timeout};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Adds [`Rpc`] to a service.
@@ -111,6 +116,7 @@ where
             return Box::pin(inner.call(request));
         };
         let method = path.trim_start_matches('/').to_owned();
+        let started = std::time::Instant::now();
         let span = tracing::info_span!(
             "rpc",
             otel.name = %method,
@@ -119,15 +125,24 @@ where
             rpc.system.name = "grpc",
             rpc.method = %method,
             rpc.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
             kizuna.service = self.service,
             enduser.id = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
-        let _ = span.set_parent(kizuna_telemetry::propagation::extract_from_headers(
-            request.headers(),
+        let _ = span.set_parent(kizuna_telemetry::in_service(
+            kizuna_telemetry::propagation::extract_from_headers(request.headers()),
+            self.service,
         ));
         let trace_id = kizuna_telemetry::propagation::trace_id_of(&span);
         span.record("trace_id", trace_id.as_str());
+        let call = CallEnd::new(
+            span.clone(),
+            self.service,
+            method.clone(),
+            started,
+            requested_timeout(request.headers()),
+        );
 
         let authorization = request
             .headers()
@@ -140,51 +155,25 @@ where
             }
             Err(error) => {
                 let status = refusal(error);
-                span.record("rpc.response.status_code", code_name(status.code()));
-                span.record("otel.status_code", "ERROR");
                 span.in_scope(|| {
                     tracing::debug!(
+                        name: "kizuna.rpc.refused",
                         code = code_name(status.code()),
                         reason = status.message(),
                         "call refused"
-                    )
+                    );
+                    call.finish(status.code());
                 });
-                kizuna_telemetry::metrics::record_server_call(
-                    &method,
-                    code_name(status.code()),
-                    std::time::Duration::ZERO,
-                );
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
 
-        let call_span = span.clone();
-        let started = std::time::Instant::now();
+        let service = self.service;
         Box::pin(
             async move {
-                let response = inner.call(request).await?;
-                // Unary errors come back as trailers-only responses with the status in the
-                // headers; a response without one is OK so far (streams report at the end).
-                let code = tonic::Status::from_header_map(response.headers())
-                    .map_or(Code::Ok, |s| s.code());
-                call_span.record("rpc.response.status_code", code_name(code));
-                kizuna_telemetry::metrics::record_server_call(
-                    &method,
-                    code_name(code),
-                    started.elapsed(),
-                );
-                if matches!(
-                    code,
-                    Code::Unknown
-                        | Code::DeadlineExceeded
-                        | Code::Unimplemented
-                        | Code::Internal
-                        | Code::Unavailable
-                        | Code::DataLoss
-                ) {
-                    call_span.record("otel.status_code", "ERROR");
-                }
-                Ok(response)
+                let response =
+                    crate::limits::resource_exhausted(inner.call(request).await?, service);
+                Ok(TracedBody::wrap(response, call))
             }
             .instrument(span),
         )

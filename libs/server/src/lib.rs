@@ -11,9 +11,11 @@
 //! migrate the database, bind, serve the routes its [`DomainService`] gives.
 
 pub mod app;
+mod call_span;
 pub mod deadline;
 pub mod health;
 pub mod layer;
+mod limits;
 pub mod shutdown;
 
 use std::future::Future;
@@ -75,7 +77,7 @@ pub async fn prepare(
         .requiring(migrations);
     if settings.database.migrate_on_start {
         let applied = database.migrate(migrations).await?;
-        tracing::info!(service, applied, "migrations checked");
+        tracing::info!(name: "kizuna.db.migrated", service, applied, "migrations checked");
     }
     let server = Server::bind(service, settings).await?;
     Ok((server, database))
@@ -90,6 +92,29 @@ pub async fn migrate(
     let applied = database.migrate(migrations).await?;
     database.close().await;
     Ok(applied)
+}
+
+/// The services a port serves besides its own: health and reflection (both versions).
+pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Reflection that lists and describes exactly what the port serves: `service_names` (their
+/// files and imports only) and [`INFRASTRUCTURE_SERVICES`]. Without it every port would list
+/// all four services and answer UNIMPLEMENTED for three.
+fn reflection(service_names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_file_descriptor_set(kizuna_proto::file_descriptor_set_for(service_names))
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    service_names
+        .iter()
+        .chain(&INFRASTRUCTURE_SERVICES)
+        .fold(builder, |builder, name| builder.with_service_name(*name))
 }
 
 /// A bound, not yet serving, gRPC server for one service.
@@ -122,6 +147,7 @@ impl Server {
             .local_addr()
             .map(|a: SocketAddr| a.port())
             .unwrap_or_default();
+        kizuna_telemetry::register_service(service);
         let authenticator = Arc::new(Authenticator::new(
             settings.auth.signing_key.expose().as_bytes(),
             &settings.auth.issuer,
@@ -173,14 +199,10 @@ impl Server {
             self.shutdown.stopping(),
         )
         .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection(service_names)
             .build_v1()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(kizuna_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection(service_names)
             .build_v1alpha()
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
         let routes = routes
@@ -198,6 +220,7 @@ impl Server {
                 () = shutdown.wait() => {}
             }
             tracing::info!(
+                name: "kizuna.server.draining",
                 service,
                 "shutdown requested: refusing new calls, draining calls in flight"
             );
@@ -215,18 +238,18 @@ impl Server {
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, on_signal);
         tokio::pin!(server);
-        tracing::info!(service, port = self.port, "serving gRPC");
+        tracing::info!(name: "kizuna.server.serving", service, port = self.port, "serving gRPC");
         let result = tokio::select! {
             result = &mut server => result,
             _ = fired_rx => match tokio::time::timeout(grace, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::warn!(service, grace_secs = grace.as_secs(), "grace period elapsed; cutting remaining calls");
+                    tracing::warn!(name: "kizuna.server.grace_elapsed", service, grace_secs = grace.as_secs(), "grace period elapsed; cutting remaining calls");
                     Ok(())
                 }
             },
         };
-        tracing::info!(service, "stopped");
+        tracing::info!(name: "kizuna.server.stopped", service, "stopped");
         Ok(result?)
     }
 }

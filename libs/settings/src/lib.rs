@@ -83,6 +83,9 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     /// `postgres://user:pass@host/db` or `sqlite://path/file.db`.
     pub url: Secret,
+    /// URL `kizuna migrate` connects with instead of `url`, e.g. a role that owns the schema
+    /// while the service's own role has no DDL rights; empty: `migrate` uses `url`.
+    pub migration_url: Secret,
     /// Pool size.
     pub max_connections: u32,
     /// Seconds to wait for a pooled connection before failing a call with UNAVAILABLE.
@@ -174,6 +177,7 @@ concurrency_limit_per_connection = 256
 
 [database]
 url = ""
+migration_url = ""
 max_connections = 10
 acquire_timeout_secs = 5
 migrate_on_start = true
@@ -230,21 +234,9 @@ impl Settings {
                 reason: reason.to_owned(),
             })
         };
-        let url = self.database.url.expose();
-        if url.is_empty() {
-            return invalid(
-                "database.url",
-                "is required (postgres://... or sqlite://...)",
-            );
-        }
-        if !(url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-            || url.starts_with("sqlite:"))
-        {
-            return invalid(
-                "database.url",
-                "must start with postgres://, postgresql:// or sqlite:",
-            );
+        check_database_url("database.url", &self.database.url)?;
+        if !self.database.migration_url.is_empty() {
+            check_database_url("database.migration_url", &self.database.migration_url)?;
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
@@ -290,6 +282,45 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// The URL `kizuna migrate` connects with: `database.migration_url` when set, else
+    /// `database.url`.
+    pub fn migration_url(&self) -> &Secret {
+        if self.database.migration_url.is_empty() {
+            &self.database.url
+        } else {
+            &self.database.migration_url
+        }
+    }
+
+    /// Checks what `kizuna migrate` needs: a usable migration URL. The signing key, the listener
+    /// and the gateway's upstreams are not used by a migration and are not required.
+    pub fn validate_for_migration(&self) -> Result<(), SettingsError> {
+        if self.database.migration_url.is_empty() {
+            check_database_url("database.url", &self.database.url)
+        } else {
+            check_database_url("database.migration_url", &self.database.migration_url)
+        }
+    }
+}
+
+/// `key` holds a PostgreSQL or SQLite URL.
+fn check_database_url(key: &'static str, url: &Secret) -> Result<(), SettingsError> {
+    let url = url.expose();
+    let reason = if url.is_empty() {
+        "is required (postgres://... or sqlite://...)"
+    } else if !(url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || url.starts_with("sqlite:"))
+    {
+        "must start with postgres://, postgresql:// or sqlite:"
+    } else {
+        return Ok(());
+    };
+    Err(SettingsError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -333,5 +364,39 @@ mod tests {
             .validate()
             .expect_err("short key");
         assert!(err.to_string().contains("auth.signing_key"), "{err}");
+    }
+
+    #[test]
+    fn migration_needs_a_database_url_but_no_signing_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kizuna.toml");
+        std::fs::write(&path, "[database]\nurl = \"sqlite://x.db\"\n").expect("write");
+        let settings = Settings::load(Some(&path)).expect("load");
+        settings
+            .validate_for_migration()
+            .expect("no signing key needed to migrate");
+        assert_eq!(settings.migration_url().expose(), "sqlite://x.db");
+        assert!(settings.validate().is_err(), "serving still needs the key");
+
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"\"\nmigration_url = \"postgres://owner@db/leads\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&path)).expect("load");
+        settings
+            .validate_for_migration()
+            .expect("the migration URL alone is enough");
+        assert_eq!(
+            settings.migration_url().expose(),
+            "postgres://owner@db/leads"
+        );
+
+        std::fs::write(&path, "[database]\nmigration_url = \"mysql://db/leads\"\n").expect("write");
+        let err = Settings::load(Some(&path))
+            .expect("load")
+            .validate_for_migration()
+            .expect_err("mysql is not supported");
+        assert!(err.to_string().contains("database.migration_url"), "{err}");
     }
 }

@@ -65,7 +65,7 @@ impl Store {
             if *stopping.borrow() {
                 return Ok(total);
             }
-            let span = tracing::info_span!("store.backfill_chunk", kizuna.backfill = %name);
+            let span = kizuna_telemetry::work_span(self.service, "store.backfill_chunk");
             let step = self
                 .backfill_chunk::<T>(&name, column, index, kind, chunk)
                 .instrument(span)

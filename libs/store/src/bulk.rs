@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use kizuna_db::Database;
 use kizuna_errors::ApiError;
 use prost::Message;
 use sqlx::Row;
@@ -192,11 +193,17 @@ impl WriteTx<'_> {
                 }
                 sql.push(")");
             }
-            sql.query()
+            if let Err(error) = sql
+                .query()
                 .execute(&mut *self.tx)
                 .instrument(db_span(&self.store.db, "INSERT", T::TABLE))
                 .await
-                .map_err(db_error)?;
+            {
+                let db = self.store.db.clone();
+                let messages: Vec<T::Message> =
+                    prepared.iter().map(|(_, _, m)| m.clone()).collect();
+                return Err(conflict_among::<T>(&db, db_error(error), &messages).await);
+            }
         }
         Ok(prepared
             .into_iter()
@@ -291,12 +298,19 @@ impl WriteTx<'_> {
                 " WHERE {}.version = excluded.version - 1",
                 T::TABLE
             ));
-            let result = sql
+            let result = match sql
                 .query()
                 .execute(&mut *self.tx)
                 .instrument(db_span(&self.store.db, "UPDATE", T::TABLE))
                 .await
-                .map_err(db_error)?;
+            {
+                Ok(result) => result,
+                Err(error) => {
+                    let db = self.store.db.clone();
+                    let messages: Vec<_> = chunk.iter().map(|(_, _, _, m)| m.clone()).collect();
+                    return Err(conflict_among::<T>(&db, db_error(error), &messages).await);
+                }
+            };
             if result.rows_affected() != chunk.len() as u64 {
                 return Err(ApiError::EtagMismatch {
                     name: format!("{} {}", chunk.len(), T::COLLECTION),
@@ -485,6 +499,29 @@ impl Encoded {
             + self.values.iter().map(value_bytes).sum::<usize>()
             + 64
     }
+}
+
+/// [`crate::conflict`] for a multi-row write of `messages`: the first resource found holding a
+/// unique value of one of them.
+async fn conflict_among<T: Table>(
+    db: &Database,
+    error: ApiError,
+    messages: &[T::Message],
+) -> ApiError {
+    if !matches!(error, ApiError::AlreadyExists { .. }) || T::UNIQUE.is_empty() {
+        return error;
+    }
+    for message in messages {
+        let placeholder = ApiError::AlreadyExists {
+            kind: T::KIND,
+            name: T::name(message).to_owned(),
+        };
+        let found = crate::conflict::<T>(db, placeholder, message).await;
+        if matches!(&found, ApiError::AlreadyExists { name, .. } if name != T::name(message)) {
+            return found;
+        }
+    }
+    error
 }
 
 #[cfg(test)]

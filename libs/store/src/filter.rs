@@ -132,11 +132,16 @@ pub fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
             c if c.is_ascii_digit()
                 || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
             {
-                let mut value = String::from(c);
-                i += 1;
-                while let Some(d) = chars.get(i).filter(|d| d.is_ascii_digit() || **d == '.') {
-                    value.push(*d);
-                    i += 1;
+                let (value, end) = number(&chars, i);
+                i = end;
+                if !value.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(FilterError::at(
+                        start,
+                        format!(
+                            "number `{value}` is out of range (at most about ±1.8e308, a 64-bit \
+                             float)"
+                        ),
+                    ));
                 }
                 Token::Num(value)
             }
@@ -167,8 +172,34 @@ pub fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, FilterError> {
     Ok(tokens)
 }
 
-const MAX_DEPTH: usize = 32;
-const MAX_TOKENS: usize = 512;
+/// A number literal starting at `start` (a digit, or `-` before one): `-? digits (. digits*)?
+/// ([eE] [+-]? digits)?`, e.g. `42`, `-0.5`, `1e3`, `1E-2`, `-1e308`; the exponent is taken only
+/// when digits follow it, so `30d` stays `30` then `d`. Returns the literal and where it ends.
+fn number(chars: &[char], start: usize) -> (String, usize) {
+    let digits_from = |mut i: usize| {
+        while chars.get(i).is_some_and(char::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut end = digits_from(start + 1);
+    if chars.get(end) == Some(&'.') {
+        end = digits_from(end + 1);
+    }
+    if chars.get(end).is_some_and(|c| matches!(c, 'e' | 'E')) {
+        let sign = usize::from(chars.get(end + 1).is_some_and(|c| matches!(c, '+' | '-')));
+        let exponent = end + 1 + sign;
+        if chars.get(exponent).is_some_and(char::is_ascii_digit) {
+            end = digits_from(exponent);
+        }
+    }
+    (chars[start..end].iter().collect(), end)
+}
+
+/// Most nested parentheses (and `NOT`s) in a filter.
+pub const MAX_DEPTH: usize = 32;
+/// Most tokens in a filter.
+pub const MAX_TOKENS: usize = 512;
 
 impl FilterError {
     /// An error at `position` (0-based character offset).
@@ -262,7 +293,10 @@ impl Cursor {
     fn nest(&mut self) -> Result<(), FilterError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(FilterError::at(self.here(), "filter nests too deeply"));
+            return Err(FilterError::at(
+                self.here(),
+                format!("filter nests more than {MAX_DEPTH} levels deep"),
+            ));
         }
         Ok(())
     }
@@ -414,9 +448,16 @@ impl ColumnTerms<'_> {
             ColumnKind::Int => Value::Int(match raw {
                 "true" => 1,
                 "false" => 0,
-                _ => raw
-                    .parse()
-                    .map_err(|_| bad(format!("`{}` needs an integer", column.field)))?,
+                _ => raw.parse().map_err(|_| {
+                    let digits = raw.strip_prefix('-').unwrap_or(raw);
+                    let reason = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        "an integer within ±9223372036854775807 (64 bits)"
+                    } else {
+                        "an integer"
+                    };
+                    bad(format!("`{}` needs {reason}", column.field))
+                })?,
             }),
             ColumnKind::Float => Value::Float(
                 raw.parse()
@@ -464,7 +505,55 @@ mod tests {
         Column::text("email"),
         Column::float("score"),
         Column::enumeration("stage"),
+        Column::int("employees"),
     ];
+
+    #[test]
+    fn numbers_take_every_usual_syntax() {
+        for (literal, value) in [
+            ("42", 42.0),
+            ("-0.5", -0.5),
+            ("1e3", 1e3),
+            ("1E-2", 1e-2),
+            ("2.5e+2", 250.0),
+            ("-1e308", -1e308),
+            ("7.", 7.0),
+        ] {
+            let tokens = tokenize(&format!("score >= {literal}")).expect(literal);
+            assert_eq!(tokens.len(), 3, "{literal}: {tokens:?}");
+            let Token::Num(raw) = &tokens[2].1 else {
+                panic!("{literal}: {tokens:?}")
+            };
+            assert_eq!(raw.parse::<f64>().expect("number"), value, "{literal}");
+            compile(&format!("score >= {literal}"), COLUMNS, Backend::Sqlite)
+                .unwrap_or_else(|e| panic!("{literal}: {e}"));
+        }
+        // An exponent needs digits: `30d` is a number then a word.
+        assert_eq!(
+            tokenize("30d").expect("tokens"),
+            [(0, Token::Num("30".into())), (2, Token::Word("d".into()))]
+        );
+        let error = compile("employees > 99999999999999999999", COLUMNS, Backend::Sqlite)
+            .expect_err("beyond 64 bits");
+        assert!(error.message.contains("64 bits"), "{}", error.message);
+        let error = compile("employees > 1.5", COLUMNS, Backend::Sqlite).expect_err("fraction");
+        assert_eq!(error.message, "`employees` needs an integer");
+        for literal in ["1e309", "-1e400", &"9".repeat(400)] {
+            let error = tokenize(&format!("score >= {literal}")).expect_err(literal);
+            assert_eq!(error.position, 9);
+            assert!(error.message.contains("out of range"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn limits_are_named_when_hit() {
+        let deep = format!("{}score > 1{}", "(".repeat(40), ")".repeat(40));
+        let error = compile(&deep, COLUMNS, Backend::Sqlite).expect_err("too deep");
+        assert!(error.message.contains("32 levels"), "{}", error.message);
+        let long = vec!["score > 1"; 200].join(" AND ");
+        let error = compile(&long, COLUMNS, Backend::Sqlite).expect_err("too long");
+        assert!(error.message.contains("512 tokens"), "{}", error.message);
+    }
 
     #[test]
     fn compiles_with_bound_values() {

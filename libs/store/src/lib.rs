@@ -149,17 +149,54 @@ pub fn is_conflict(error: &ApiError) -> bool {
 }
 
 /// A span for one database operation, named and attributed per the OpenTelemetry database
-/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`).
+/// conventions (`db.system.name`, `db.namespace`, `db.collection.name`, `db.operation.name`),
+/// of kind CLIENT.
+///
+/// Database work outside any span (a background poll that has not found work yet) is not
+/// traced: a database span is always the child of an RPC span or of a background work root
+/// ([`kizuna_telemetry::work_span`]), never an orphan.
 pub fn db_span(db: &Database, operation: &'static str, collection: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "db",
         otel.name = format!("{operation} {collection}"),
         otel.kind = "client",
         db.system.name = db.backend().system_name(),
-        db.namespace = db.namespace(),
+        db.namespace = span_namespace(db),
         db.collection.name = collection,
         db.operation.name = operation,
     )
+}
+
+/// A span for a transaction statement (`BEGIN`, `COMMIT`): [`db_span`] without a collection.
+fn db_tx_span(db: &Database, operation: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system.name = db.backend().system_name(),
+        db.namespace = span_namespace(db),
+        db.operation.name = operation,
+    )
+}
+
+/// `db.namespace`: the database's name; for SQLite the file's stem (`leads` for
+/// `data/leads.db`), `main` for an in-memory database.
+fn span_namespace(db: &Database) -> &str {
+    let namespace = db.namespace();
+    if db.backend() != kizuna_db::Backend::Sqlite {
+        return namespace;
+    }
+    std::path::Path::new(namespace)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|stem| !stem.is_empty() && !stem.starts_with(':'))
+        .unwrap_or("main")
 }
 
 fn not_found<T: Table>(name: &str) -> ApiError {
@@ -252,7 +289,7 @@ impl Store {
     pub fn new(db: Database, service: &'static str, stopping: watch::Receiver<bool>) -> Self {
         let notifier = Notifier::new(db.backend());
         let background = Workers::default();
-        for (name, task) in notifier.tasks(&db, stopping.clone()) {
+        for (name, task) in notifier.tasks(&db, service, stopping.clone()) {
             background.spawn(Worker::new(name, task));
         }
         Self {
@@ -295,7 +332,7 @@ impl Store {
         let tx = self
             .db
             .begin_write()
-            .instrument(db_span(&self.db, "BEGIN", "transaction"))
+            .instrument(db_tx_span(&self.db, "BEGIN"))
             .await
             .map_err(db_error)?;
         Ok(WriteTx {
@@ -466,23 +503,36 @@ impl Store {
         .await
     }
 
-    /// The idempotent frame of every create: answers a retry of `request_id` with the first
-    /// response; otherwise runs `create` in a write transaction (it inserts the resource and
-    /// emits its events) and commits it with the response recorded. For creates that do more
-    /// than [`Store::create_with`] (e.g. score a new lead in the same transaction).
+    /// The idempotent frame of every create: [`Store::idempotent`] for `Create{KIND}`, whose
+    /// response is the created resource. For creates that do more than
+    /// [`Store::create_with`] (e.g. score a new lead in the same transaction).
     pub async fn create_by<T, E, F>(&self, request_id: &str, create: F) -> Result<T::Message, E>
     where
         T: Table,
         E: From<ApiError>,
         F: AsyncFnOnce(&mut WriteTx<'_>) -> Result<T::Message, E>,
     {
-        let method = format!("Create{}", T::KIND);
+        self.idempotent(&format!("Create{}", T::KIND), request_id, create)
+            .await
+    }
+
+    /// The one idempotent frame (AIP-155) for any call that changes something once per
+    /// `request_id`: answers a retry of `request_id` for `method` with the first response;
+    /// otherwise runs `body` in a write transaction and commits its changes together with its
+    /// response in the ledger. When two first attempts race, the loser rolls back and answers
+    /// with the winner's response. An empty `request_id` just runs `body` once.
+    pub async fn idempotent<M, E, F>(&self, method: &str, request_id: &str, body: F) -> Result<M, E>
+    where
+        M: Message + Default,
+        E: From<ApiError>,
+        F: AsyncFnOnce(&mut WriteTx<'_>) -> Result<M, E>,
+    {
         let mut tx = self.begin().await?;
-        if let Some(previous) = tx.recall::<T>(&method, request_id).await? {
+        if let Some(previous) = tx.recall_as::<M>(method, request_id).await? {
             return Ok(previous);
         }
-        let created = create(&mut tx).await?;
-        Ok(tx.commit_created::<T>(&method, request_id, created).await?)
+        let response = body(&mut tx).await?;
+        Ok(tx.commit_remembered(method, request_id, response).await?)
     }
 
     /// The first response recorded for `request_id`, if any.
@@ -613,6 +663,44 @@ async fn recall_on<M: Message + Default>(
     .transpose()
 }
 
+/// What a refused write of `message` tells its caller: for a unique-index violation, the
+/// resource that holds the value ([`Table::UNIQUE`]), read on a fresh connection (the
+/// transaction may be aborted; the holder has committed, or the index would still be waiting),
+/// else the resource's own name (its id is taken); any other error as it is.
+pub(crate) async fn conflict<T: Table>(
+    db: &Database,
+    error: ApiError,
+    message: &T::Message,
+) -> ApiError {
+    if !matches!(error, ApiError::AlreadyExists { .. }) {
+        return error;
+    }
+    let name = T::name(message).to_owned();
+    let values = T::values(message);
+    for unique in T::UNIQUE {
+        let Some(position) = T::COLUMNS.iter().position(|c| c.sql == *unique) else {
+            continue;
+        };
+        let Some(Value::Text(value)) = values.get(position) else {
+            continue;
+        };
+        let Ok(mut conn) = db.pool().acquire().await else {
+            break;
+        };
+        let column = T::COLUMNS[position].sql;
+        if let Ok(Some(existing)) = find_other::<T>(&mut conn, db, column, value, &name).await {
+            return ApiError::AlreadyExists {
+                kind: T::KIND,
+                name: existing,
+            };
+        }
+    }
+    ApiError::AlreadyExists {
+        kind: T::KIND,
+        name,
+    }
+}
+
 /// A write transaction: the steps of a change, committed together with its events.
 pub struct WriteTx<'s> {
     store: &'s Store,
@@ -642,17 +730,7 @@ impl WriteTx<'_> {
     }
 
     /// The first response recorded for `request_id` (empty: none).
-    pub async fn recall<T: Table>(
-        &mut self,
-        method: &str,
-        request_id: &str,
-    ) -> Result<Option<T::Message>, ApiError> {
-        self.recall_as::<T::Message>(method, request_id).await
-    }
-
-    /// [`WriteTx::recall`] for a response that is not a stored resource (e.g. a
-    /// `CaptureLeadResponse`).
-    pub async fn recall_as<M: Message + Default>(
+    async fn recall_as<M: Message + Default>(
         &mut self,
         method: &str,
         request_id: &str,
@@ -661,17 +739,7 @@ impl WriteTx<'_> {
     }
 
     /// Records `response` as the answer to `request_id`; `false` if another call recorded first.
-    pub async fn remember<T: Table>(
-        &mut self,
-        method: &str,
-        request_id: &str,
-        response: &T::Message,
-    ) -> Result<bool, ApiError> {
-        self.remember_as(method, request_id, response).await
-    }
-
-    /// [`WriteTx::remember`] for a response that is not a stored resource.
-    pub async fn remember_as<M: Message>(
+    async fn remember_as<M: Message>(
         &mut self,
         method: &str,
         request_id: &str,
@@ -695,25 +763,27 @@ impl WriteTx<'_> {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Ends a create: records `created` as the answer to `request_id` (for `method`, e.g.
-    /// `CreateLead`) and commits. When a concurrent retry with the same request id recorded first,
-    /// rolls back and answers with that call's result instead (AIP-155).
-    pub async fn commit_created<T: Table>(
+    /// Ends an idempotent call: records `response` as the answer to `request_id` (for
+    /// `method`, e.g. `CreateLead`) and commits. When a concurrent retry with the same request
+    /// id recorded first, rolls back and answers with that call's response instead (AIP-155).
+    /// Prefer [`Store::idempotent`], which also does the lookup.
+    pub async fn commit_remembered<M: Message + Default>(
         mut self,
         method: &str,
         request_id: &str,
-        created: T::Message,
-    ) -> Result<T::Message, ApiError> {
-        if !self.remember::<T>(method, request_id, &created).await? {
+        response: M,
+    ) -> Result<M, ApiError> {
+        if !self.remember_as(method, request_id, &response).await? {
             // A concurrent retry with the same request id won the race: answer with its result.
             let store = self.store;
             drop(self);
-            let previous = store.recall::<T>(method, request_id).await?;
+            let mut conn = store.db.pool().acquire().await.map_err(db_error)?;
+            let previous = recall_on::<M>(&mut conn, &store.db, method, request_id).await?;
             return previous
                 .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()));
         }
         self.commit().await?;
-        Ok(created)
+        Ok(response)
     }
 
     /// Reads one resource for change (row-locked on PostgreSQL).
@@ -785,17 +855,14 @@ impl WriteTx<'_> {
             sql.push(", ").bind(value);
         }
         sql.push(")");
-        sql.query()
+        let inserted = sql
+            .query()
             .execute(&mut *self.tx)
             .instrument(db_span(&self.store.db, "INSERT", T::TABLE))
-            .await
-            .map_err(|e| match db_error(e) {
-                ApiError::AlreadyExists { .. } => ApiError::AlreadyExists {
-                    kind: T::KIND,
-                    name: name.clone(),
-                },
-                other => other,
-            })?;
+            .await;
+        if let Err(error) = inserted {
+            return Err(conflict::<T>(&self.store.db, db_error(error), &message).await);
+        }
         Ok(message)
     }
 
@@ -830,12 +897,17 @@ impl WriteTx<'_> {
             .bind(parsed.parent)
             .push(" AND version = ")
             .bind(version);
-        let result = sql
+        let result = match sql
             .query()
             .execute(&mut *self.tx)
             .instrument(db_span(&self.store.db, "UPDATE", T::TABLE))
             .await
-            .map_err(db_error)?;
+        {
+            Ok(result) => result,
+            Err(error) => {
+                return Err(conflict::<T>(&self.store.db, db_error(error), &message).await);
+            }
+        };
         if result.rows_affected() != 1 {
             return Err(ApiError::EtagMismatch {
                 name,
@@ -896,7 +968,7 @@ impl WriteTx<'_> {
         let db = &self.store.db;
         self.tx
             .commit()
-            .instrument(db_span(db, "COMMIT", "transaction"))
+            .instrument(db_tx_span(db, "COMMIT"))
             .await
             .map_err(db_error)?;
         if self.emitted {

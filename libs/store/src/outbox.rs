@@ -258,6 +258,7 @@ impl Notifier {
     pub fn tasks(
         &self,
         db: &Database,
+        service: &'static str,
         stopping: watch::Receiver<bool>,
     ) -> Vec<(&'static str, futures::future::BoxFuture<'static, ()>)> {
         if self.backend != Backend::Postgres {
@@ -270,7 +271,7 @@ impl Notifier {
             ),
             (
                 "outbox-sequencer",
-                Box::pin(self.clone().sequence(db.clone(), stopping)),
+                Box::pin(self.clone().sequence(db.clone(), service, stopping)),
             ),
         ]
     }
@@ -302,7 +303,12 @@ impl Notifier {
         }
     }
 
-    async fn sequence(self, db: Database, mut stopping: watch::Receiver<bool>) {
+    async fn sequence(
+        self,
+        db: Database,
+        service: &'static str,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         let mut committed = self.committed.subscribe();
         loop {
             if *stopping.borrow() {
@@ -311,7 +317,9 @@ impl Notifier {
             committed.borrow_and_update();
             match unpositioned(&db).await {
                 Ok(true) => loop {
-                    match assign_positions(&db).await {
+                    // One root span per run that found work; an idle check records nothing.
+                    let run = kizuna_telemetry::work_span(service, "store.sequence_events");
+                    match assign_positions(&db).instrument(run).await {
                         Ok(assigned) if assigned as i64 == SEQUENCE_BATCH => continue,
                         Ok(_) => break,
                         Err(error) => {

@@ -156,6 +156,10 @@ pub trait Table: Send + Sync + 'static {
     const DEFAULT_ORDER: &'static str = "create_time desc";
     /// Indexed columns, in the order [`Table::values`] returns them.
     const COLUMNS: &'static [Column];
+    /// The indexed columns a unique index covers on their own (non-empty values only), e.g. a
+    /// normalized e-mail: when a write is refused by one of them, the store answers
+    /// ALREADY_EXISTS naming the resource that holds the value, whichever path found it.
+    const UNIQUE: &'static [&'static str] = &[];
 
     /// The indexed column values of `message`, in [`Table::COLUMNS`] order.
     fn values(message: &Self::Message) -> Vec<Value>;

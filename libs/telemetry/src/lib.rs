@@ -1,24 +1,55 @@
 //! Telemetry for Kizuna services: one call sets up `tracing` (JSON or pretty logs that carry the
-//! trace id), an OpenTelemetry tracer that always creates real trace ids, OTLP export of spans
-//! and log records when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and the W3C trace-context
+//! trace id), an OpenTelemetry tracer that always creates real trace ids, OTLP export of spans,
+//! log records and metrics when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and the W3C trace-context
 //! propagator. The returned guard flushes everything on shutdown.
+//!
+//! Each service of the process reports under its own resource (`service.name = kizuna-leads`,
+//! ...), also when several run in one process (`kizuna up`): see [`route`].
 
 pub mod metrics;
 pub mod propagation;
+mod registry;
+pub mod route;
+
+use std::sync::OnceLock;
 
 use kizuna_settings::{LogFormat, TelemetrySettings};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+pub use route::{ServiceTag, in_service, work_span};
+
+static REGISTRY: OnceLock<registry::Registry> = OnceLock::new();
+
+/// The process's telemetry, once [`init`] ran.
+pub(crate) fn registry() -> Option<&'static registry::Registry> {
+    REGISTRY.get()
+}
+
+/// Prepares the providers of `service` (e.g. `leads`) so its first span does not wait for
+/// exporters to be built. Does nothing before [`init`].
+pub fn register_service(service: &'static str) {
+    if let Some(registry) = registry() {
+        registry.entry(Some(service));
+    }
+}
+
+/// Exports every span, log record and metric buffered so far (tests use it to read what was
+/// sent at a point in time).
+pub fn flush() {
+    if let Some(registry) = registry() {
+        registry.flush();
+    }
+}
+
 /// Targets whose INFO spans make the traces (RPC and database spans, outbox trace context).
-const SPAN_TARGETS: [&str; 2] = ["kizuna_server::layer", "kizuna_store"];
+const SPAN_TARGETS: [&str; 4] = [
+    "kizuna_server::layer",
+    "kizuna_store",
+    "kizuna_telemetry::work",
+    "kizuna_gateway::upstream",
+];
 
 /// The log directive, plus INFO for the span targets it does not mention, so traces do not
 /// depend on how chatty the logs are; the OTLP exporter's own transport stays quiet.
@@ -51,26 +82,17 @@ pub enum TelemetryError {
 /// Keeps the providers alive; call [`TelemetryGuard::shutdown`] before exit to flush.
 #[derive(Debug)]
 pub struct TelemetryGuard {
-    tracer_provider: SdkTracerProvider,
-    logger_provider: Option<SdkLoggerProvider>,
-    meter_provider: Option<SdkMeterProvider>,
+    /// Only the guard of the call that set telemetry up shuts it down.
+    owner: bool,
 }
 
 impl TelemetryGuard {
-    /// Flushes and stops the exporters.
+    /// Flushes and stops the exporters of every service.
     pub fn shutdown(&self) {
-        if let Err(error) = self.tracer_provider.shutdown() {
-            eprintln!("telemetry: flushing spans failed: {error}");
-        }
-        if let Some(meter) = &self.meter_provider
-            && let Err(error) = meter.shutdown()
+        if self.owner
+            && let Some(registry) = registry()
         {
-            eprintln!("telemetry: flushing metrics failed: {error}");
-        }
-        if let Some(logger) = &self.logger_provider
-            && let Err(error) = logger.shutdown()
-        {
-            eprintln!("telemetry: flushing logs failed: {error}");
+            registry.shutdown();
         }
     }
 }
@@ -85,10 +107,13 @@ pub fn otlp_configured() -> bool {
     .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-/// Sets up logs, traces and propagation for `service_name` (e.g. `kizuna-leads`).
+/// Sets up logs, traces, metrics and propagation for a process whose own resource is
+/// `service_name` (`kizuna-leads` for `kizuna serve leads`, `kizuna` for the all-in-one);
+/// `OTEL_SERVICE_NAME` overrides it. Spans, log records and metrics of each service the process
+/// runs carry that service's resource (`kizuna-<service>`).
 ///
-/// When a global subscriber is already installed (tests starting several servers in one
-/// process), the existing one is kept.
+/// When telemetry is already set up (tests starting several servers in one process), the
+/// existing set-up is kept and the guard returned does nothing.
 pub fn init(
     service_name: &str,
     settings: &TelemetrySettings,
@@ -103,70 +128,30 @@ pub fn init_with_endpoint(
     settings: &TelemetrySettings,
     endpoint: Option<&str>,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    use opentelemetry_otlp::WithExportConfig;
+    if registry().is_some() {
+        return Ok(TelemetryGuard { owner: false });
+    }
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let service_name =
-        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service_name.to_owned());
-    let resource = Resource::builder().with_service_name(service_name).build();
-    let export = endpoint.is_some() || otlp_configured();
-
-    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
-    if export {
-        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-        if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        let exporter = builder
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        tracer_builder = tracer_builder.with_batch_exporter(exporter);
-    }
-    let tracer_provider = tracer_builder.build();
-    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
-    let tracer = tracer_provider.tracer("kizuna");
-
-    // RED metrics (rpc.server.call.duration, see `metrics`) go out over OTLP when configured.
-    let meter_provider = if export {
-        let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-        if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        let exporter = builder
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let provider = SdkMeterProvider::builder()
-            .with_resource(resource.clone())
-            .with_periodic_exporter(exporter)
-            .build();
-        opentelemetry::global::set_meter_provider(provider.clone());
-        Some(provider)
-    } else {
-        None
-    };
-
-    let logger_provider = if export {
-        let mut builder = opentelemetry_otlp::LogExporter::builder().with_tonic();
-        if let Some(endpoint) = endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        let exporter = builder
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        Some(
-            SdkLoggerProvider::builder()
-                .with_resource(resource)
-                .with_batch_exporter(exporter)
-                .build(),
-        )
-    } else {
-        None
-    };
-
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log_level.clone());
     let filter = EnvFilter::try_new(with_span_targets(&directive))
         .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let export = registry::Export {
+        enabled: endpoint.is_some() || otlp_configured(),
+        endpoint: endpoint.map(str::to_owned),
+    };
+    let built = registry::Registry::new(service_name, export.clone())?;
+    if REGISTRY.set(built).is_err() {
+        return Ok(TelemetryGuard { owner: false });
+    }
+    let registry = registry().ok_or_else(|| TelemetryError::Exporter("not set up".into()))?;
+    let default = registry.default_entry();
+    opentelemetry::global::set_tracer_provider(default.tracer_provider.clone());
+    if let Some(meter_provider) = &default.meter_provider {
+        opentelemetry::global::set_meter_provider(meter_provider.clone());
+    }
+
     let fmt_layer = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -175,13 +160,26 @@ pub fn init_with_endpoint(
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(colour_logs(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            ))
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let trace_layer = tracing_opentelemetry::layer().with_tracer(tracer);
-    let bridge = logger_provider
-        .as_ref()
-        .map(OpenTelemetryTracingBridge::new);
+    // Spans carry the semantic-convention attributes the code gives them, nothing about the
+    // Rust side (thread, source file, target, busy and idle time). Events are not copied into
+    // span events: they travel as log records correlated by trace and span id, as upstream
+    // now recommends.
+    let trace_layer = tracing_opentelemetry::layer()
+        .with_tracer(route::RoutingTracer { registry })
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        .with_tracked_inactivity(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()));
+    let bridge = export.enabled.then_some(route::LogBridge { registry });
     // One global filter: per-layer filters dropped events in some combinations (a target
     // directive plus the OTLP log bridge).
     let _ = tracing_subscriber::registry()
@@ -190,11 +188,13 @@ pub fn init_with_endpoint(
         .with(trace_layer)
         .with(bridge)
         .try_init();
-    Ok(TelemetryGuard {
-        tracer_provider,
-        logger_provider,
-        meter_provider,
-    })
+    Ok(TelemetryGuard { owner: true })
+}
+
+/// Whether pretty logs carry ANSI colours: only on a terminal, and never when `NO_COLOR` is set
+/// to a non-empty value (no-color.org), so a log file or a pipe gets plain text.
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Installs a quiet subscriber for tests: logs only when `TEST_LOG` is set. Trace ids are still
@@ -208,8 +208,23 @@ pub fn init_for_tests() {
             "off".into()
         },
     };
-    // Keep the guard alive for the whole test process.
-    if let Ok(guard) = init("kizuna-test", &settings) {
-        std::mem::forget(guard);
+    // The providers live in the process-wide registry; the guard is only needed to flush.
+    let _ = init("kizuna-test", &settings);
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::colour_logs;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some("".into())));
+        assert!(!colour_logs(true, Some("1".into())));
+        assert!(
+            !colour_logs(false, None),
+            "a file or a pipe gets no escape codes"
+        );
+        assert!(!colour_logs(false, Some("1".into())));
     }
 }

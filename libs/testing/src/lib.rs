@@ -172,3 +172,47 @@ async fn drop_database(admin: &str, name: &str) -> Result<(), sqlx::Error> {
     let _ = conn.close().await;
     Ok(())
 }
+
+/// A migrated store over a fresh database, for a service's own DB-backed tests.
+#[derive(Debug)]
+pub struct TestStore {
+    /// The store.
+    pub store: kizuna_store::Store,
+    // Dropped before the database: ends the store's background work.
+    _stop: tokio::sync::watch::Sender<bool>,
+    _db: TestDb,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = kizuna_store::Store;
+    fn deref(&self) -> &kizuna_store::Store {
+        &self.store
+    }
+}
+
+/// A fresh `backend` database migrated with `migrations`, and a store for `service` over it;
+/// `None` when PostgreSQL is unavailable and not required (see [`TestDb::create`]).
+pub async fn migrated_store(
+    backend: Backend,
+    service: &'static str,
+    migrations: &[kizuna_db::Migration],
+) -> Option<TestStore> {
+    let test_db = TestDb::create(backend).await?;
+    let mut settings = kizuna_settings::Settings::load(None)
+        .expect("default settings")
+        .database;
+    settings.url = kizuna_settings::Secret::new(test_db.url.clone());
+    settings.max_connections = 4;
+    settings.acquire_timeout_secs = 10;
+    let db = kizuna_db::Database::connect(&settings)
+        .await
+        .expect("connect")
+        .requiring(migrations);
+    db.migrate(migrations).await.expect("migrate");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    Some(TestStore {
+        store: kizuna_store::Store::new(db, service, stopping),
+        _stop: stop,
+        _db: test_db,
+    })
+}

@@ -2,13 +2,11 @@
 //! each module writes itself, and the events each change leaves in the outbox. The end-to-end
 //! tests in `tests/` cover the same through the gRPC server.
 
-use kizuna_db::Database;
 use kizuna_errors::ApiError;
 use kizuna_proto::accounts::{Account, Case, Order, account, case, order};
-use kizuna_settings::{DatabaseSettings, Secret};
 use kizuna_store::Store;
 use kizuna_store::time::from_timestamp;
-use kizuna_testing::{Backend, TestDb, both_backends};
+use kizuna_testing::{Backend, both_backends};
 use prost_types::FieldMask;
 use sqlx::Row;
 
@@ -16,32 +14,8 @@ use crate::error::Error;
 use crate::tables::{Accounts, Orders};
 use crate::{accounts, cases, migrations, orders};
 
-/// A migrated store over a fresh database, removed on drop.
-struct Fixture {
-    store: Store,
-    // Dropped before the database: ends the store's event listener.
-    _stop: tokio::sync::watch::Sender<bool>,
-    _db: TestDb,
-}
-
-async fn fixture(backend: Backend) -> Option<Fixture> {
-    let test_db = TestDb::create(backend).await?;
-    let settings = DatabaseSettings {
-        url: Secret::new(test_db.url.clone()),
-        max_connections: 4,
-        acquire_timeout_secs: 10,
-        migrate_on_start: true,
-        health_interval_secs: 5,
-    };
-    let db = Database::connect(&settings).await.expect("connect");
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let fixture = Fixture {
-        store: Store::new(db.clone(), crate::SERVICE, stopping),
-        _stop: stop,
-        _db: test_db,
-    };
-    db.migrate(migrations::MIGRATIONS).await.expect("migrate");
-    Some(fixture)
+async fn fixture(backend: Backend) -> Option<kizuna_testing::TestStore> {
+    kizuna_testing::migrated_store(backend, crate::SERVICE, migrations::MIGRATIONS).await
 }
 
 async fn event_types(store: &Store) -> Vec<String> {

@@ -24,6 +24,7 @@ impl Table for Accounts {
     const PARENT: Option<&'static str> = None;
     const EVENT_PREFIX: &'static str = "account";
     const PROTO_NAME: &'static str = "kizuna.accounts.v1.Account";
+    const UNIQUE: &'static [&'static str] = &["deal"];
     const COLUMNS: &'static [Column] = &[
         Column::text("display_name"),
         Column::enumeration("type").prefixed("TYPE_"),

@@ -128,6 +128,7 @@ impl Table for Contacts {
     const PARENT: Option<&'static str> = None;
     const EVENT_PREFIX: &'static str = "contact";
     const PROTO_NAME: &'static str = "kizuna.deals.v1.Contact";
+    const UNIQUE: &'static [&'static str] = &["email_key", "phone_key"];
     const COLUMNS: &'static [Column] = &[
         Column::text("email"),
         Column::text("email_key"),

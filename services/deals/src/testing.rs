@@ -1,43 +1,17 @@
 //! Test support: a migrated store on a fresh SQLite file or PostgreSQL database (from
 //! `kizuna-testing`), and the events it recorded.
 
-use kizuna_db::Database;
-use kizuna_settings::{DatabaseSettings, Secret};
 use kizuna_store::Store;
-use kizuna_testing::TestDb;
 use sqlx::Row;
 
 pub(crate) use kizuna_testing::{Backend, both_backends};
 
-/// A store over a fresh, migrated database; keep the whole value alive for the test.
-pub(crate) struct TestStore {
-    pub store: Store,
-    // Dropped before the database: ends the store's event listener.
-    _stop: tokio::sync::watch::Sender<bool>,
-    _db: TestDb,
-}
+pub(crate) use kizuna_testing::TestStore;
 
-/// A fresh store, or `None` when PostgreSQL was asked for and cannot be reached (and is not
-/// required).
+/// A store over a fresh, migrated database (keep the whole value alive for the test), or
+/// `None` when PostgreSQL was asked for and cannot be reached (and is not required).
 pub(crate) async fn store(backend: Backend) -> Option<TestStore> {
-    let test_db = TestDb::create(backend).await?;
-    let settings = DatabaseSettings {
-        url: Secret::new(test_db.url.clone()),
-        max_connections: 4,
-        acquire_timeout_secs: 10,
-        migrate_on_start: true,
-        health_interval_secs: 5,
-    };
-    let db = Database::connect(&settings).await.expect("connect");
-    db.migrate(crate::migrations::MIGRATIONS)
-        .await
-        .expect("migrate");
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    Some(TestStore {
-        store: Store::new(db, crate::SERVICE, stopping),
-        _stop: stop,
-        _db: test_db,
-    })
+    kizuna_testing::migrated_store(backend, crate::SERVICE, crate::migrations::MIGRATIONS).await
 }
 
 /// `(type, subject)` of every event after `after`, in order.

@@ -37,6 +37,7 @@ impl Table for Subjects {
     const PARENT: Option<&'static str> = None;
     const EVENT_PREFIX: &'static str = "subject";
     const PROTO_NAME: &'static str = "kizuna.gateway.v1.Subject";
+    const UNIQUE: &'static [&'static str] = &["lead", "account"];
     const COLUMNS: &'static [Column] = &[
         Column::text("display_name"),
         Column::text("email"),

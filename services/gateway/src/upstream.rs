@@ -113,14 +113,49 @@ pub struct Upstreams {
     leads: LeadsServiceClient<Channel>,
     deals: DealsServiceClient<Channel>,
     accounts: AccountsServiceClient<Channel>,
+    peers: Peers,
     timeout: Duration,
 }
 
-fn lazy_channel(url: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// Where a service is reached: `server.address` and `server.port` of the client spans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// Host name or address from the configured URL.
+    pub address: String,
+    /// Port from the URL, or the scheme's default.
+    pub port: u16,
+}
+
+impl Peer {
+    fn of(uri: &tonic::codegen::http::Uri) -> Self {
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        Self {
+            address: uri.host().unwrap_or_default().to_owned(),
+            port: uri.port_u16().unwrap_or(default_port),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Peers {
+    leads: Peer,
+    deals: Peer,
+    accounts: Peer,
+}
+
+fn lazy_channel(
+    url: &str,
+    connect_timeout: Duration,
+) -> Result<(Channel, Peer), tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    let peer = Peer::of(endpoint.uri());
+    Ok((endpoint.connect_lazy(), peer))
 }
 
 impl Upstreams {
@@ -128,16 +163,19 @@ impl Upstreams {
     /// on a malformed URL. Must be called inside a Tokio runtime.
     pub fn connect_lazy(settings: &GatewaySettings) -> Result<Self, tonic::transport::Error> {
         let timeout = Duration::from_millis(settings.upstream_timeout_ms).min(MAX_UPSTREAM_TIMEOUT);
-        let leads = LeadsServiceClient::new(lazy_channel(&settings.leads_url, timeout)?)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let deals = DealsServiceClient::new(lazy_channel(&settings.deals_url, timeout)?)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let accounts = AccountsServiceClient::new(lazy_channel(&settings.accounts_url, timeout)?)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let (leads, leads_peer) = lazy_channel(&settings.leads_url, timeout)?;
+        let (deals, deals_peer) = lazy_channel(&settings.deals_url, timeout)?;
+        let (accounts, accounts_peer) = lazy_channel(&settings.accounts_url, timeout)?;
         Ok(Self {
-            leads,
-            deals,
-            accounts,
+            leads: LeadsServiceClient::new(leads).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            deals: DealsServiceClient::new(deals).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            accounts: AccountsServiceClient::new(accounts)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            peers: Peers {
+                leads: leads_peer,
+                deals: deals_peer,
+                accounts: accounts_peer,
+            },
             timeout,
         })
     }
@@ -155,6 +193,7 @@ impl Upstreams {
         };
         self.unary(
             call,
+            &self.peers.leads,
             "kizuna.leads.v1.LeadsService/GetLead",
             message,
             move |request| async move { client.get_lead(request).await },
@@ -170,6 +209,7 @@ impl Upstreams {
         };
         self.unary(
             call,
+            &self.peers.deals,
             "kizuna.deals.v1.DealsService/GetDeal",
             message,
             move |request| async move { client.get_deal(request).await },
@@ -185,6 +225,7 @@ impl Upstreams {
         };
         self.unary(
             call,
+            &self.peers.accounts,
             "kizuna.accounts.v1.AccountsService/GetAccount",
             message,
             move |request| async move { client.get_account(request).await },
@@ -192,10 +233,11 @@ impl Upstreams {
         .await
     }
 
-    /// One unary call in a client span, within the call's deadline.
+    /// One unary call to `peer` in a client span, within the call's deadline.
     async fn unary<M, R, F, Fut>(
         &self,
         call: &CallContext,
+        peer: &Peer,
         method: &'static str,
         message: M,
         send: F,
@@ -212,6 +254,9 @@ impl Upstreams {
             rpc.system.name = "grpc",
             rpc.method = method,
             rpc.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            server.address = peer.address.as_str(),
+            server.port = i64::from(peer.port),
         );
         let timeout = upstream_timeout(self.timeout, call.remaining());
         let request = span.in_scope(|| call.outgoing(message, timeout));
@@ -234,11 +279,10 @@ impl Upstreams {
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
-        span.record(
-            "rpc.response.status_code",
-            kizuna_server::layer::code_name(code),
-        );
+        let code_name = kizuna_server::layer::code_name(code);
+        span.record("rpc.response.status_code", code_name);
         if code != tonic::Code::Ok {
+            span.record("error.type", code_name);
             span.record("otel.status_code", "ERROR");
         }
         result

@@ -46,10 +46,25 @@ enum Command {
         /// Which service.
         service: ServiceName,
     },
-    /// Apply one service's database migrations and exit.
+    /// Apply one service's database migrations and exit (uses `database.migration_url` when
+    /// set, else `database.url`; needs no signing key).
     Migrate {
         /// Which service.
         service: ServiceName,
+    },
+    /// Ask a running service for its gRPC health (grpc.health.v1); exit 0 when SERVING, 1
+    /// otherwise (for compose health checks and for operators).
+    Health {
+        /// Address of the service; default 127.0.0.1 and the configured `server.port`.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<String>,
+        /// Health service to check: "" (the database is reachable), "liveness" (the process is
+        /// up), or a gRPC service name.
+        #[arg(long, value_name = "NAME", default_value = "")]
+        service: String,
+        /// Seconds to wait for the answer, connecting included.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
     },
     /// Print a bearer token signed with the configured key (or the `up` key in --data-dir).
     Token {
@@ -103,6 +118,11 @@ pub async fn run() -> ExitCode {
         } => up(settings, &data_dir, &host, port).await,
         Command::Serve { service } => serve(settings, service).await,
         Command::Migrate { service } => migrate(settings, service).await,
+        Command::Health {
+            addr,
+            service,
+            timeout_secs,
+        } => health(&settings, addr, &service, timeout_secs).await,
         Command::Token {
             scopes,
             subject,
@@ -188,22 +208,83 @@ async fn run_gateway(
         .await
 }
 
-async fn migrate(settings: Settings, service: ServiceName) -> ExitCode {
-    if let Err(error) = settings.validate() {
+async fn migrate(mut settings: Settings, service: ServiceName) -> ExitCode {
+    if let Err(error) = settings.validate_for_migration() {
         return config_error(&error);
     }
+    let guard = match kizuna_telemetry::init(
+        &format!("kizuna-{}", service.as_str()),
+        &settings.telemetry,
+    ) {
+        Ok(guard) => guard,
+        Err(error) => return config_error(&error),
+    };
+    settings.database.url = settings.migration_url().clone();
     let result = match service {
         ServiceName::Leads => kizuna_leads::Application::migrate(&settings).await,
         ServiceName::Deals => kizuna_deals::Application::migrate(&settings).await,
         ServiceName::Accounts => kizuna_accounts::Application::migrate(&settings).await,
         ServiceName::Gateway => kizuna_gateway::Application::migrate(&settings).await,
     };
-    match result {
+    let code = match result {
         Ok(applied) => {
-            println!("{}: {applied} migration(s) applied", service.as_str());
+            tracing::info!(service = service.as_str(), applied, "migrations applied");
             ExitCode::SUCCESS
         }
         Err(error) => failure("migration failed", &error),
+    };
+    guard.shutdown();
+    code
+}
+
+/// Checks a running service's gRPC health; exit 0 only for SERVING.
+async fn health(
+    settings: &Settings,
+    addr: Option<String>,
+    service: &str,
+    timeout_secs: u64,
+) -> ExitCode {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let addr = addr.unwrap_or_else(|| format!("127.0.0.1:{}", settings.server.port));
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(endpoint) => endpoint,
+        Err(error) => return config_error(&format!("--addr {addr}: {error}")),
+    };
+    let timeout = Duration::from_secs(timeout_secs.max(1));
+    let check = async {
+        let channel = endpoint.connect_timeout(timeout).connect().await?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(reply.into_inner().status)
+    };
+    let shown = if service.is_empty() { "\"\"" } else { service };
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(status)) if status == ServingStatus::Serving as i32 => {
+            println!("{addr} {shown}: SERVING");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(status)) => {
+            let name =
+                ServingStatus::try_from(status).map_or("UNKNOWN", |status| status.as_str_name());
+            println!("{addr} {shown}: {name}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(error)) => {
+            eprintln!("kizuna: health check of {addr} {shown} failed: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "kizuna: health check of {addr} {shown}: no answer within {} s",
+                timeout.as_secs()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -294,6 +375,8 @@ async fn up(mut settings: Settings, data_dir: &Path, host: &str, port: u16) -> E
     if std::env::var_os("KIZUNA__TELEMETRY__LOG_FORMAT").is_none() {
         settings.telemetry.log_format = LogFormat::Pretty;
     }
+    // `kizuna` is the process's own resource (start-up, signals); each service's spans, logs and
+    // metrics report under its own, `kizuna-<service>`, as under `kizuna serve`.
     let guard = match kizuna_telemetry::init("kizuna", &settings.telemetry) {
         Ok(guard) => guard,
         Err(error) => return config_error(&error),

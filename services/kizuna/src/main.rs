@@ -1,5 +1,5 @@
 //! `kizuna`: run the whole suite in one process (`up`), one service (`serve`), migrations
-//! (`migrate`) or mint a bearer token (`token`).
+//! (`migrate`), mint a bearer token (`token`) or check a running service's health (`health`).
 
 mod cli;
 

@@ -21,6 +21,7 @@ impl Table for Leads {
     const PARENT: Option<&'static str> = None;
     const EVENT_PREFIX: &'static str = "lead";
     const PROTO_NAME: &'static str = "kizuna.leads.v1.Lead";
+    const UNIQUE: &'static [&'static str] = &["email_key", "phone_key"];
     const COLUMNS: &'static [Column] = &[
         Column::text("email"),
         Column::text("email_key"),

@@ -37,7 +37,11 @@ async fn count(client: &mut Client) -> usize {
         .len()
 }
 
-async fn capture(client: &mut Client, lead: Lead, request_id: &str) -> CaptureLeadResponse {
+pub(crate) async fn capture(
+    client: &mut Client,
+    lead: Lead,
+    request_id: &str,
+) -> CaptureLeadResponse {
     client
         .capture_lead(CaptureLeadRequest {
             lead: Some(lead),
@@ -49,7 +53,7 @@ async fn capture(client: &mut Client, lead: Lead, request_id: &str) -> CaptureLe
 }
 
 /// Captures a lead with only an e-mail address (no request id).
-async fn capture_email(client: &mut Client, email: &str) -> Lead {
+pub(crate) async fn capture_email(client: &mut Client, email: &str) -> Lead {
     let lead = Lead {
         email: email.into(),
         ..Default::default()

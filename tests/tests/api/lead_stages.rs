@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
-use kizuna_proto::leads::scoring_model::EngagementRule;
 use kizuna_proto::leads::*;
 use kizuna_proto::types::LifecycleStage;
-use kizuna_tests::{Authed, Backend, Suite, both_backends, reason, violated_fields};
+use kizuna_tests::{Authed, Backend, Suite, both_backends, pricing_model, reason, violated_fields};
 use prost_types::Timestamp;
 use tonic::Code;
 
@@ -19,23 +18,6 @@ fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64
-}
-
-fn pricing_model() -> ScoringModel {
-    ScoringModel {
-        display_name: "Pricing interest".into(),
-        engagement_rules: vec![EngagementRule {
-            rule_id: "pricing".into(),
-            activity_kind: ActivityKind::PageView as i32,
-            url_contains: "/pricing".into(),
-            points: 30.0,
-            ..Default::default()
-        }],
-        half_life_days: 0.0,
-        mql_score_threshold: 50.0,
-        state: scoring_model::State::Published as i32,
-        ..Default::default()
-    }
 }
 
 async fn new_lead(client: &mut LeadsServiceClient<Authed>, email: &str) -> Lead {

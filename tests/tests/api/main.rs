@@ -2,6 +2,7 @@
 
 mod accounts;
 mod auth;
+mod client_contract;
 mod deals;
 mod events;
 mod faults;

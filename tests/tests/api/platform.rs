@@ -430,3 +430,53 @@ both_backends!(
     older_release_never_erases_newer_fields,
     older_release_keeps_newer_fields
 );
+
+async fn raced_duplicates_name_the_existing(backend: Backend) {
+    let Some(suite) = kizuna_tests::Suite::start(backend).await else {
+        return;
+    };
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let port = suite.leads.port;
+            let token = suite.token.clone();
+            tokio::spawn(async move {
+                let mut client =
+                    kizuna_proto::leads::leads_service_client::LeadsServiceClient::with_interceptor(
+                        channel(port).await,
+                        Bearer(Some(token)),
+                    );
+                client
+                    .create_lead(CreateLeadRequest {
+                        lead: Some(Lead {
+                            email: "race@example.jp".into(),
+                            given_name: format!("attempt {i}"),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut refused = Vec::new();
+    for attempt in attempts {
+        match attempt.await.expect("join") {
+            Ok(lead) => created.push(lead.into_inner().name),
+            Err(status) => refused.push(status),
+        }
+    }
+    assert_eq!(created.len(), 1, "one person, one lead: {refused:?}");
+    for status in &refused {
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+        assert!(
+            status.message().contains(&created[0]),
+            "the refusal names the lead that holds the e-mail, whichever check caught it: {status:?}"
+        );
+    }
+    suite.stop().await;
+}
+both_backends!(
+    raced_duplicates_name_the_existing_lead,
+    raced_duplicates_name_the_existing
+);

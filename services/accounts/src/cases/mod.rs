@@ -150,30 +150,28 @@ pub async fn create(
     // Not `Store::create_with`: the SLA counts from the create time the insert sets, so it is
     // derived and stored after the insert, and a case recorded as resolved emits `case.resolved`.
     let method = "CreateCase";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Cases>(method, request_id).await? {
-        return Ok(previous);
-    }
-    // The account must exist (and, on PostgreSQL, stays locked against a concurrent delete).
-    tx.get::<Accounts>(parent).await?;
-    let mut created = tx.insert::<Cases>(parent, case_id, case).await?;
-    // The SLA (and a resolve time for a case recorded as resolved) count from the create time
-    // the store just set, so derive them now and store them in the same row.
-    let create_micros = created
-        .create_time
-        .as_ref()
-        .map(from_timestamp)
-        .unwrap_or_else(kizuna_db::now_micros);
-    set_sla(&mut created, create_micros);
-    settle_resolution(&mut created, create_micros);
-    store_derived(&mut tx, &created).await?;
-    tx.emit::<Cases>("created", &created).await?;
-    if is_resolved(created.state) {
-        tx.emit::<Cases>("resolved", &created).await?;
-    }
-    Ok(tx
-        .commit_created::<Cases>(method, request_id, created)
-        .await?)
+    store
+        .idempotent(method, request_id, async |tx| {
+            // The account must exist (and, on PostgreSQL, stays locked against a concurrent delete).
+            tx.get::<Accounts>(parent).await?;
+            let mut created = tx.insert::<Cases>(parent, case_id, case).await?;
+            // The SLA (and a resolve time for a case recorded as resolved) count from the create time
+            // the store just set, so derive them now and store them in the same row.
+            let create_micros = created
+                .create_time
+                .as_ref()
+                .map(from_timestamp)
+                .unwrap_or_else(kizuna_db::now_micros);
+            set_sla(&mut created, create_micros);
+            settle_resolution(&mut created, create_micros);
+            store_derived(tx, &created).await?;
+            tx.emit::<Cases>("created", &created).await?;
+            if is_resolved(created.state) {
+                tx.emit::<Cases>("resolved", &created).await?;
+            }
+            Ok(created)
+        })
+        .await
 }
 
 /// Applies `patch` under `mask` to the case it names, guarded by its etag; keeps the SLA and the

@@ -432,26 +432,24 @@ pub async fn create(store: &Store, deal: Deal, deal_id: &str, request_id: &str) 
     // Not `Store::create_with`: the deal takes its first stage from the pipeline read inside the
     // transaction, and its first stage move is recorded after the insert.
     let method = "CreateDeal";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Deals>(method, request_id).await? {
-        return Ok(previous);
-    }
-    let pipeline = if deal.pipeline.is_empty() {
-        crate::pipelines::default_pipeline(&mut tx)
-            .await?
-            .ok_or(Error::NoDefaultPipeline)?
-    } else {
-        pipeline_in(&mut tx, &deal.pipeline)
-            .await?
-            .ok_or_else(|| missing_pipeline(&deal.pipeline))?
-    };
-    start(&mut deal, &pipeline)?;
-    let created = tx.insert::<Deals>("", deal_id, deal).await?;
-    record_move(&mut tx, None, &created).await?;
-    tx.emit::<Deals>("created", &created).await?;
-    Ok(tx
-        .commit_created::<Deals>(method, request_id, created)
-        .await?)
+    store
+        .idempotent(method, request_id, async |tx| {
+            let pipeline = if deal.pipeline.is_empty() {
+                crate::pipelines::default_pipeline(tx)
+                    .await?
+                    .ok_or(Error::NoDefaultPipeline)?
+            } else {
+                pipeline_in(tx, &deal.pipeline)
+                    .await?
+                    .ok_or_else(|| missing_pipeline(&deal.pipeline))?
+            };
+            start(&mut deal, &pipeline)?;
+            let created = tx.insert::<Deals>("", deal_id, deal).await?;
+            record_move(tx, None, &created).await?;
+            tx.emit::<Deals>("created", &created).await?;
+            Ok(created)
+        })
+        .await
 }
 
 /// Whether the update sets `path`: named in the mask (or `*`), or, with no mask, set in the

@@ -146,23 +146,21 @@ pub async fn create(
     // Not `Store::create_with`: the `pipeline.updated` events of demoted pipelines follow
     // `pipeline.created`.
     let method = "CreatePipeline";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Pipelines>(method, request_id).await? {
-        return Ok(previous);
-    }
-    let demoted = if pipeline.is_default {
-        demote_default(&mut tx, "").await?
-    } else {
-        Vec::new()
-    };
-    let created = tx.insert::<Pipelines>("", pipeline_id, pipeline).await?;
-    tx.emit::<Pipelines>("created", &created).await?;
-    for other in &demoted {
-        tx.emit::<Pipelines>("updated", other).await?;
-    }
-    Ok(tx
-        .commit_created::<Pipelines>(method, request_id, created)
-        .await?)
+    store
+        .idempotent(method, request_id, async |tx| {
+            let demoted = if pipeline.is_default {
+                demote_default(tx, "").await?
+            } else {
+                Vec::new()
+            };
+            let created = tx.insert::<Pipelines>("", pipeline_id, pipeline).await?;
+            tx.emit::<Pipelines>("created", &created).await?;
+            for other in &demoted {
+                tx.emit::<Pipelines>("updated", other).await?;
+            }
+            Ok(created)
+        })
+        .await
 }
 
 /// Applies `patch` under `mask` to the pipeline it names, guarded by its etag.

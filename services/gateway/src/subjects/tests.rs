@@ -1,10 +1,8 @@
 use std::time::{Duration, Instant};
 
-use kizuna_db::Database;
 use kizuna_proto::gateway::{ListTransitionsRequest, Transition};
-use kizuna_settings::{DatabaseSettings, GatewaySettings, Secret};
+use kizuna_settings::{GatewaySettings, Secret};
 use kizuna_testing::{Backend, TestDb};
-use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
 
 use super::*;
@@ -186,36 +184,11 @@ fn output_only_fields_are_dropped_on_create() {
 
 // ---------------------------------------------------------------- store
 
-struct Fixture {
-    store: Store,
-    // Dropped before the database: ends the store's event listener.
-    _stop: watch::Sender<bool>,
-    _db: TestDb,
-}
-
-/// A fresh SQLite database (always available, unlike PostgreSQL).
-async fn sqlite() -> TestDb {
-    TestDb::create(Backend::Sqlite).await.expect("sqlite")
-}
-
-async fn fixture() -> Fixture {
-    let test_db = sqlite().await;
-    let settings = DatabaseSettings {
-        url: Secret::new(test_db.url.clone()),
-        max_connections: 4,
-        acquire_timeout_secs: 5,
-        migrate_on_start: true,
-        health_interval_secs: 1,
-    };
-    let db = Database::connect(&settings).await.expect("connect");
-    db.migrate(MIGRATIONS).await.expect("migrate");
-    let (stop, stopping) = watch::channel(false);
-    let store = Store::new(db, crate::SERVICE, stopping);
-    Fixture {
-        store,
-        _stop: stop,
-        _db: test_db,
-    }
+/// A migrated store on a fresh SQLite database (always available, unlike PostgreSQL).
+async fn fixture() -> kizuna_testing::TestStore {
+    kizuna_testing::migrated_store(Backend::Sqlite, crate::SERVICE, MIGRATIONS)
+        .await
+        .expect("sqlite")
 }
 
 fn already_exists(error: Error) -> String {
@@ -708,7 +681,7 @@ mod with_leads {
     }
 
     async fn start_leads() -> Leads {
-        let db = sqlite().await;
+        let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
         let mut settings = Settings::load(None).expect("defaults");
         settings.database.url = Secret::new(db.url.clone());
         settings.auth.signing_key = Secret::new(KEY);

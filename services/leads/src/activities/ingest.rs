@@ -31,6 +31,9 @@ use crate::error::{Error, Result, row_error};
 use crate::stages::{self, apply};
 use crate::tables::{Activities, Leads};
 
+/// Most rows one `TrackActivitiesRequest` message may carry; a larger message ends the call
+/// with INVALID_ARGUMENT (rows of earlier messages stay recorded).
+pub const MAX_ROWS_PER_MESSAGE: usize = 10_000;
 /// Rows per write transaction.
 pub const BATCH_ROWS: usize = 2_000;
 /// Batches of one stream written at once.
@@ -140,6 +143,17 @@ async fn read_and_write(
         let done = message.is_none();
         if let Some(message) = message {
             let message = message.map_err(Error::Stream)?;
+            if message.activities.len() > MAX_ROWS_PER_MESSAGE {
+                return Err(ApiError::invalid(
+                    "activities",
+                    format!(
+                        "at most {MAX_ROWS_PER_MESSAGE} rows per message; this message has {} \
+                         (split it: the stream takes any number of messages)",
+                        message.activities.len()
+                    ),
+                )
+                .into());
+            }
             for request in message.activities {
                 match prepare(index, request) {
                     Ok(row) => pending.push(row),

@@ -5,7 +5,7 @@ use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{Activity, ActivityKind, Lead};
 use kizuna_store::Store;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub mod ingest;
 use crate::stages;
@@ -98,33 +98,34 @@ async fn record(
     // One idempotency ledger for CreateActivity and TrackActivity: a request id records one
     // activity whichever RPC carries it.
     const METHOD: &str = "CreateActivity";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Activities>(METHOD, request_id).await? {
-        return Ok((previous, None));
-    }
-    // The parent must exist (a typo in a lead name must not create orphan activities), and
-    // reading it for change locks it until commit.
-    // A lead merged away leads to the lead it was merged into.
-    let lead = match tx.get::<Leads>(parent).await {
-        Err(ApiError::NotFound { kind, name }) => {
-            match crate::capture::redirects::resolve(tx.conn(), parent).await? {
-                Some(target) => tx.get::<Leads>(&target).await?,
-                None => return Err(ApiError::NotFound { kind, name }.into()),
-            }
-        }
-        other => other?,
-    };
-    let created = tx
-        .insert::<Activities>(&lead.name, activity_id, activity)
+    // Set by this call's own transaction; a replay (or a lost race) answers with the first
+    // call's activity and no lead.
+    let mut ours: Option<(Activity, Lead)> = None;
+    let answered = store
+        .idempotent(METHOD, request_id, async |tx| {
+            // The parent must exist (a typo in a lead name must not create orphan activities),
+            // and reading it for change locks it until commit. A lead merged away leads to the
+            // lead it was merged into.
+            let lead = match tx.get::<Leads>(parent).await {
+                Err(ApiError::NotFound { kind, name }) => {
+                    match crate::capture::redirects::resolve(tx.conn(), parent).await? {
+                        Some(target) => tx.get::<Leads>(&target).await?,
+                        None => return Err(ApiError::NotFound { kind, name }.into()),
+                    }
+                }
+                other => other?,
+            };
+            let created = tx
+                .insert::<Activities>(&lead.name, activity_id, activity)
+                .await?;
+            let outcome = stages::score_after_activity(tx, lead, &created).await?;
+            stages::emit(tx, &outcome).await?;
+            ours = Some((created.clone(), outcome.lead));
+            Ok::<_, Error>(created)
+        })
         .await?;
-    let outcome = stages::score_after_activity(&mut tx, lead, &created).await?;
-    stages::emit(&mut tx, &outcome).await?;
-    let answered = tx
-        .commit_created::<Activities>(METHOD, request_id, created.clone())
-        .await?;
-    if answered != created {
-        // A concurrent retry with the same request id recorded first; this one rolled back.
-        return Ok((answered, None));
+    match ours {
+        Some((created, lead)) if created == answered => Ok((answered, Some(lead))),
+        _ => Ok((answered, None)),
     }
-    Ok((answered, Some(outcome.lead)))
 }

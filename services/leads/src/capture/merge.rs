@@ -28,7 +28,7 @@ use sqlx::Row;
 use super::{redirects, rules, validate};
 use crate::error::Result;
 use crate::stages::{self, scores, stage_of};
-use crate::tables::{Leads, stage_name};
+use crate::tables::Leads;
 
 /// Idempotency ledger method of `MergeLeads`.
 const METHOD: &str = "MergeLeads";
@@ -79,68 +79,73 @@ pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
     v.max_chars("request_id", &request.request_id, MAX_REQUEST_ID_CHARS);
     v.finish()?;
 
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Leads>(METHOD, &request.request_id).await? {
-        return Ok(previous);
-    }
-    let survivor_name = redirects::resolve_name(tx.conn(), &request.lead).await?;
-    let merged_name = redirects::resolve_name(tx.conn(), &request.merged_lead).await?;
-    if survivor_name == merged_name {
-        return Err(ApiError::invalid(
-            "merged_lead",
-            format!(
-                "`{}` and `{}` are the same lead (`{survivor_name}`)",
-                request.lead, request.merged_lead
-            ),
-        )
-        .into());
-    }
-    // Lock both rows in name order.
-    let (survivor, merged) = if survivor_name < merged_name {
-        let survivor = tx.get::<Leads>(&survivor_name).await?;
-        (survivor, tx.get::<Leads>(&merged_name).await?)
-    } else {
-        let merged = tx.get::<Leads>(&merged_name).await?;
-        (tx.get::<Leads>(&survivor_name).await?, merged)
-    };
-    kizuna_store::check_etag::<Leads>(&survivor, &request.etag)?;
+    store
+        .idempotent(METHOD, &request.request_id, async |tx| {
+            let survivor_name = redirects::resolve_name(tx.conn(), &request.lead).await?;
+            let merged_name = redirects::resolve_name(tx.conn(), &request.merged_lead).await?;
+            if survivor_name == merged_name {
+                return Err(ApiError::invalid(
+                    "merged_lead",
+                    format!(
+                        "`{}` and `{}` are the same lead (`{survivor_name}`)",
+                        request.lead, request.merged_lead
+                    ),
+                )
+                .into());
+            }
+            // Lock both rows in name order.
+            let (survivor, merged) = if survivor_name < merged_name {
+                let survivor = tx.get::<Leads>(&survivor_name).await?;
+                (survivor, tx.get::<Leads>(&merged_name).await?)
+            } else {
+                let merged = tx.get::<Leads>(&merged_name).await?;
+                (tx.get::<Leads>(&survivor_name).await?, merged)
+            };
+            kizuna_store::check_etag::<Leads>(&survivor, &request.etag)?;
 
-    let now = kizuna_db::now_micros();
-    let mut lead = survivor;
-    rules::merge_fields(&mut lead, &merged);
-    move_activities(&mut tx, &merged.name, &lead.name).await?;
-    sqlx::query(
-        "UPDATE lead_stage_changes SET lead_name = $1, score_reset = $2 WHERE lead_name = $3",
-    )
-    .bind(lead.name.as_str())
-    .bind(0_i64)
-    .bind(merged.name.as_str())
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
-    scores::forget(&mut tx, &merged.name).await?;
-    // The merged row goes first: its e-mail or phone may now be the survivor's.
-    tx.remove::<Leads>(&merged.name).await?;
-    redirects::redirect(tx.conn(), &merged.name, &lead.name, now).await?;
-    for name in merged.merged_leads.iter().chain([&merged.name]) {
-        if !lead.merged_leads.contains(name) {
-            lead.merged_leads.push(name.clone());
-        }
-    }
-    let from = stage_of(&lead);
-    let to = merged_stage(from, stage_of(&merged));
-    if to != from {
-        lead.stage = to as i32;
-        record_stage_change(&mut tx, &lead.name, from, to, &merged.name, now).await?;
-    }
-    validate(&lead, "lead")?;
-    let lead = tx.replace::<Leads>(lead).await?;
-    let outcome = stages::rescore(&mut tx, lead, MERGE_CAUSE).await?;
-    tx.emit::<Leads>("merged", &outcome.lead).await?;
-    stages::emit(&mut tx, &outcome).await?;
-    Ok(tx
-        .commit_created::<Leads>(METHOD, &request.request_id, outcome.lead)
-        .await?)
+            let now = kizuna_db::now_micros();
+            let mut lead = survivor;
+            rules::merge_fields(&mut lead, &merged);
+            move_activities(tx, &merged.name, &lead.name).await?;
+            sqlx::query(
+            "UPDATE lead_stage_changes SET lead_name = $1, score_reset = $2 WHERE lead_name = $3",
+        )
+        .bind(lead.name.as_str())
+        .bind(0_i64)
+        .bind(merged.name.as_str())
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+            scores::forget(tx, &merged.name).await?;
+            // The merged row goes first: its e-mail or phone may now be the survivor's.
+            tx.remove::<Leads>(&merged.name).await?;
+            redirects::redirect(tx.conn(), &merged.name, &lead.name, now).await?;
+            for name in merged.merged_leads.iter().chain([&merged.name]) {
+                if !lead.merged_leads.contains(name) {
+                    lead.merged_leads.push(name.clone());
+                }
+            }
+            let from = stage_of(&lead);
+            let to = merged_stage(from, stage_of(&merged));
+            if to != from {
+                lead.stage = to as i32;
+                let change = stages::Transition {
+                    from,
+                    to,
+                    cause: MERGE_CAUSE.into(),
+                    reason: merged.name.clone(),
+                    score_reset: false,
+                };
+                stages::record_changes(tx, &[(lead.name.clone(), change)], now).await?;
+            }
+            validate(&lead, "lead")?;
+            let lead = tx.replace::<Leads>(lead).await?;
+            let outcome = stages::rescore(tx, lead, MERGE_CAUSE).await?;
+            tx.emit::<Leads>("merged", &outcome.lead).await?;
+            stages::emit(tx, &outcome).await?;
+            Ok(outcome.lead)
+        })
+        .await
 }
 
 /// Moves every activity of `from` under `to`: parent and the name inside the stored message
@@ -194,33 +199,6 @@ async fn move_activities(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(
         .await
         .map_err(db_error)?;
     }
-    Ok(())
-}
-
-/// Records a stage change of `lead` made by merging `merged` into it.
-async fn record_stage_change(
-    tx: &mut WriteTx<'_>,
-    lead: &str,
-    from: LifecycleStage,
-    to: LifecycleStage,
-    merged: &str,
-    now: i64,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO lead_stage_changes \
-         (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(lead)
-    .bind(stage_name(from as i32))
-    .bind(stage_name(to as i32))
-    .bind(MERGE_CAUSE)
-    .bind(merged)
-    .bind(0_i64)
-    .bind(now)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
     Ok(())
 }
 

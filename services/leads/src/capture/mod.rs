@@ -297,52 +297,35 @@ pub async fn capture(store: &Store, lead: Lead, request_id: &str) -> Result<Capt
 
 /// One attempt of [`capture`] with `lead` already validated and prepared.
 async fn capture_once(store: &Store, lead: Lead, request_id: &str) -> Result<CaptureLeadResponse> {
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx
-        .recall_as::<CaptureLeadResponse>(CAPTURE_METHOD, request_id)
-        .await?
-    {
-        return Ok(previous);
-    }
-    let by_email = tx
-        .find_other::<Leads>("email_key", &email_key(&lead.email), "")
-        .await?;
-    let by_phone = tx
-        .find_other::<Leads>("phone_key", &phone_key(&lead.phone), "")
-        .await?;
-    let response = match (by_email, by_phone) {
-        (None, None) => {
-            let created = insert_graded(&mut tx, lead, "", CAPTURE_METHOD).await?;
-            CaptureLeadResponse {
-                lead: Some(created),
-                outcome: CaptureOutcome::Created as i32,
-                ..Default::default()
+    store
+        .idempotent(CAPTURE_METHOD, request_id, async |tx| {
+            let by_email = tx
+                .find_other::<Leads>("email_key", &email_key(&lead.email), "")
+                .await?;
+            let by_phone = tx
+                .find_other::<Leads>("phone_key", &phone_key(&lead.phone), "")
+                .await?;
+            match (by_email, by_phone) {
+                (None, None) => {
+                    let created = insert_graded(tx, lead, "", CAPTURE_METHOD).await?;
+                    Ok(CaptureLeadResponse {
+                        lead: Some(created),
+                        outcome: CaptureOutcome::Created as i32,
+                        ..Default::default()
+                    })
+                }
+                (Some(existing), by_phone) => {
+                    let mut lead = lead;
+                    if by_phone.is_some_and(|other| other != existing) {
+                        // The phone is another lead's: merge into the e-mail's lead without it.
+                        lead.phone.clear();
+                    }
+                    merge_captured(tx, &existing, &lead, "email").await
+                }
+                (None, Some(existing)) => merge_captured(tx, &existing, &lead, "phone").await,
             }
-        }
-        (Some(existing), by_phone) => {
-            let mut lead = lead;
-            if by_phone.is_some_and(|other| other != existing) {
-                // The phone is another lead's: merge into the e-mail's lead without it.
-                lead.phone.clear();
-            }
-            merge_captured(&mut tx, &existing, &lead, "email").await?
-        }
-        (None, Some(existing)) => merge_captured(&mut tx, &existing, &lead, "phone").await?,
-    };
-    if !tx
-        .remember_as(CAPTURE_METHOD, request_id, &response)
-        .await?
-    {
-        // A concurrent retry with the same request id recorded first: answer with its result.
-        drop(tx);
-        let mut tx = store.begin().await?;
-        return tx
-            .recall_as::<CaptureLeadResponse>(CAPTURE_METHOD, request_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()).into());
-    }
-    tx.commit().await?;
-    Ok(response)
+        })
+        .await
 }
 
 /// Merges the captured `lead` into the lead `existing` (locking it) and emits `lead.merged`.

@@ -228,7 +228,9 @@ impl Runner {
             if *stopping.borrow() {
                 return Ok(());
             }
-            let chunk = tracing::info_span!("leads.rescoring_chunk", kizuna.rescoring_job = id);
+            // Each chunk is one unit of background work (a root span); claiming and releasing
+            // the lease are bookkeeping outside it, so an idle poll leaves no trace.
+            let chunk = kizuna_telemetry::work_span(crate::SERVICE, "leads.rescoring_chunk");
             if !self.chunk(id).instrument(chunk).await? {
                 return Ok(());
             }

@@ -12,10 +12,12 @@ use kizuna_store::{Store, apply_mask};
 
 use prost_types::FieldMask;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tables::ScoringModels;
 
 const GRADES: [&str; 4] = ["A", "B", "C", "D"];
+/// Most characters of a fit rule's `field`: room for `custom_fields.` and a 64-character key.
+pub const MAX_FIT_FIELD_CHARS: usize = 100;
 
 /// Checks a scoring model's caller-settable fields.
 pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
@@ -85,7 +87,7 @@ pub fn validate(model: &ScoringModel) -> Result<(), ApiError> {
             v.violation(f("rule_id"), "is used twice");
         }
         ids.push(rule.rule_id.clone());
-        v.required_max(&f("field"), &rule.field, 64);
+        v.required_max(&f("field"), &rule.field, MAX_FIT_FIELD_CHARS);
         if !rule.field.is_empty() && !engine::is_fit_field(&rule.field) {
             v.violation(
                 f("field"),
@@ -123,27 +125,30 @@ pub async fn create(
     model.revision = 1;
     model.rescoring_job.clear();
     const METHOD: &str = "CreateScoringModel";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<ScoringModels>(METHOD, request_id).await? {
-        return Ok((previous, false));
-    }
-    let id = if id.is_empty() {
-        uuid::Uuid::now_v7().to_string()
-    } else {
-        id.to_owned()
-    };
-    let started = jobs::needs_rescoring(None, &model);
-    if started {
-        model.name = kizuna_store::format_name::<ScoringModels>("", &id);
-        let job = jobs::start(&mut tx, &model).await?;
-        model.rescoring_job = job.name;
-    }
-    let created = tx.insert::<ScoringModels>("", &id, model).await?;
-    tx.emit::<ScoringModels>("created", &created).await?;
-    let answered = tx
-        .commit_created::<ScoringModels>(METHOD, request_id, created.clone())
+    // Set by this call's own transaction; a replay (or a lost race) answers with the first
+    // call's model, which started its job itself.
+    let mut ours: Option<(ScoringModel, bool)> = None;
+    let answered = store
+        .idempotent(METHOD, request_id, async |tx| {
+            let id = if id.is_empty() {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                id.to_owned()
+            };
+            let started = jobs::needs_rescoring(None, &model);
+            if started {
+                model.name = kizuna_store::format_name::<ScoringModels>("", &id);
+                let job = jobs::start(tx, &model).await?;
+                model.rescoring_job = job.name;
+            }
+            let created = tx.insert::<ScoringModels>("", &id, model).await?;
+            tx.emit::<ScoringModels>("created", &created).await?;
+            ours = Some((created.clone(), started));
+            Ok::<_, Error>(created)
+        })
         .await?;
-    Ok((answered.clone(), started && answered == created))
+    let started = matches!(&ours, Some((created, true)) if *created == answered);
+    Ok((answered, started))
 }
 
 /// Updates a model; every accepted change is a new revision. Publishing it, or changing how a

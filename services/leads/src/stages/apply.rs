@@ -22,7 +22,7 @@ use prost::Message;
 use sqlx::Row;
 use tracing::Instrument;
 
-use super::{Outcome, Transition, scores, stage_name, stage_of};
+use super::{Outcome, Transition, scores, stage_of};
 use crate::scoring::engine;
 use crate::scoring::state::{ScoreState, score_from_state};
 use crate::tables::Leads;
@@ -202,7 +202,7 @@ pub async fn apply(
             outcomes[i].lead = lead;
         }
     }
-    record_many(tx, &transitions, now).await?;
+    super::record_changes(tx, &transitions, now).await?;
     let writes: Vec<scores::Write<'_>> = states
         .iter()
         .map(|(name, state, score, grade, previous)| scores::Write {
@@ -216,51 +216,6 @@ pub async fn apply(
         .collect();
     scores::store(tx, &writes).await?;
     Ok(outcomes)
-}
-
-/// Inserts the history rows of `changes` (lead name, change), in order.
-async fn record_many(
-    tx: &mut WriteTx<'_>,
-    changes: &[(String, Transition)],
-    now: i64,
-) -> Result<(), ApiError> {
-    let size = |(lead, change): &(String, Transition)| {
-        lead.len() + change.cause.len() + change.reason.len() + 80
-    };
-    for range in kizuna_store::bulk::statements(tx.db().statement_bytes(), changes, 7, size) {
-        let chunk = &changes[range];
-        let mut sql = Sql::new(
-            "INSERT INTO lead_stage_changes \
-             (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) VALUES ",
-        );
-        for (i, (lead, change)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .bind(lead.as_str())
-                .push(", ")
-                .bind(stage_name(change.from as i32))
-                .push(", ")
-                .bind(stage_name(change.to as i32))
-                .push(", ")
-                .bind(change.cause.as_str())
-                .push(", ")
-                .bind(change.reason.as_str())
-                .push(", ")
-                .bind(i64::from(change.score_reset))
-                .push(", ")
-                .bind(now)
-                .push(")");
-        }
-        let db = tx.db().clone();
-        sql.query()
-            .execute(tx.conn())
-            .instrument(db_span(&db, "INSERT", "lead_stage_changes"))
-            .await
-            .map_err(db_error)?;
-    }
-    Ok(())
 }
 
 /// For each of `leads`: its latest score reset (if any) and the activities that count for its

@@ -21,7 +21,9 @@ use kizuna_proto::leads::{
 use kizuna_proto::types::LifecycleStage;
 use kizuna_store::outbox::NewEvent;
 use kizuna_store::page::{decode_token, encode_token, page_size, query_hash};
-use kizuna_store::{Column, ListQuery, MAX_REQUEST_ID_CHARS, Store, Value, WriteTx, db_error};
+use kizuna_store::{
+    Column, ListQuery, MAX_REQUEST_ID_CHARS, Sql, Store, Value, WriteTx, db_error, db_span,
+};
 use prost::Message;
 use prost_types::Timestamp;
 use sqlx::Row;
@@ -85,36 +87,62 @@ pub fn transition_allowed(from: LifecycleStage, to: LifecycleStage) -> bool {
 
 /// One stage change about to be recorded.
 #[derive(Clone, Debug)]
-struct Transition {
-    from: LifecycleStage,
-    to: LifecycleStage,
-    cause: String,
-    reason: String,
-    score_reset: bool,
+pub(crate) struct Transition {
+    /// The stage left.
+    pub(crate) from: LifecycleStage,
+    /// The stage entered.
+    pub(crate) to: LifecycleStage,
+    /// What caused it (an RPC or job name).
+    pub(crate) cause: String,
+    /// Why (a deal name, a recycle reason, a merged lead).
+    pub(crate) reason: String,
+    /// Whether the score was reset with it.
+    pub(crate) score_reset: bool,
 }
 
-/// Inserts the history row of `change` for `lead`.
-async fn record(
+/// Inserts the history rows of `changes` (lead name, change), in order, with multi-row
+/// statements: the one writer of `lead_stage_changes`.
+pub(crate) async fn record_changes(
     tx: &mut WriteTx<'_>,
-    lead: &str,
-    change: &Transition,
+    changes: &[(String, Transition)],
     now: i64,
 ) -> Result<(), ApiError> {
-    sqlx::query(
-        "INSERT INTO lead_stage_changes \
-         (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(lead)
-    .bind(stage_name(change.from as i32))
-    .bind(stage_name(change.to as i32))
-    .bind(change.cause.as_str())
-    .bind(change.reason.as_str())
-    .bind(i64::from(change.score_reset))
-    .bind(now)
-    .execute(tx.conn())
-    .await
-    .map_err(db_error)?;
+    let size = |(lead, change): &(String, Transition)| {
+        lead.len() + change.cause.len() + change.reason.len() + 80
+    };
+    for range in kizuna_store::bulk::statements(tx.db().statement_bytes(), changes, 7, size) {
+        let chunk = &changes[range];
+        let mut sql = Sql::new(
+            "INSERT INTO lead_stage_changes \
+             (lead_name, from_stage, to_stage, cause, reason, score_reset, change_time) VALUES ",
+        );
+        for (i, (lead, change)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(lead.as_str())
+                .push(", ")
+                .bind(stage_name(change.from as i32))
+                .push(", ")
+                .bind(stage_name(change.to as i32))
+                .push(", ")
+                .bind(change.cause.as_str())
+                .push(", ")
+                .bind(change.reason.as_str())
+                .push(", ")
+                .bind(i64::from(change.score_reset))
+                .push(", ")
+                .bind(now)
+                .push(")");
+        }
+        let db = tx.db().clone();
+        sql.query()
+            .execute(tx.conn())
+            .instrument(db_span(&db, "INSERT", "lead_stage_changes"))
+            .await
+            .map_err(db_error)?;
+    }
     Ok(())
 }
 
@@ -360,14 +388,13 @@ async fn last_change(
     .transpose()
 }
 
-/// Stores `lead` moved by `change`, records the change, emits `lead.<verb>` (and
-/// `lead.score_changed` when `score_reset` zeroed a score) and commits.
+/// Inside `tx`: stores `lead` moved by `change`, records the change and emits `lead.<verb>`
+/// (and `lead.score_changed` when `score_reset` zeroed a score).
 async fn apply(
-    mut tx: WriteTx<'_>,
+    tx: &mut WriteTx<'_>,
     mut lead: Lead,
     change: Transition,
     verb: &str,
-    idempotency: Option<(&str, &str)>,
 ) -> Result<Lead> {
     let now = kizuna_db::now_micros();
     lead.stage = change.to as i32;
@@ -375,12 +402,12 @@ async fn apply(
         // The activities so far stop counting: drop the incremental state (the next activity
         // rebuilds it from the activities after this change) and store 0.
         lead.score = 0.0;
-        let previous = scores::load(&mut tx, std::slice::from_ref(&lead.name))
+        let previous = scores::load(tx, std::slice::from_ref(&lead.name))
             .await?
             .remove(&lead.name)
             .unwrap_or_default();
         scores::store(
-            &mut tx,
+            tx,
             &[scores::Write {
                 lead: &lead.name,
                 state: None,
@@ -393,12 +420,8 @@ async fn apply(
         .await?;
     }
     let lead = tx.replace::<Leads>(lead).await?;
-    record(&mut tx, &lead.name, &change, now).await?;
+    record_changes(tx, &[(lead.name.clone(), change)], now).await?;
     tx.emit::<Leads>(verb, &lead).await?;
-    if let Some((method, request_id)) = idempotency {
-        return Ok(tx.commit_created::<Leads>(method, request_id, lead).await?);
-    }
-    tx.commit().await?;
     Ok(lead)
 }
 
@@ -416,35 +439,35 @@ pub async fn mark_handed_off(
     v.max_chars("request_id", request_id, MAX_REQUEST_ID_CHARS);
     v.finish()?;
     const METHOD: &str = "MarkHandedOff";
-    let mut tx = store.begin().await?;
-    if let Some(previous) = tx.recall::<Leads>(METHOD, request_id).await? {
-        return Ok(previous);
-    }
-    let lead = tx.get::<Leads>(name).await?;
-    let from = stage_of(&lead);
-    if from == LifecycleStage::Sql {
-        return match last_change(tx.conn(), name).await? {
-            Some((LifecycleStage::Sql, previous)) if previous == deal => Ok(lead),
-            Some((LifecycleStage::Sql, previous)) => Err(not_allowed(
-                &lead,
-                LifecycleStage::Sql,
-                &format!(": it is already handed off to `{previous}`"),
-            )
-            .into()),
-            _ => Err(not_allowed(&lead, LifecycleStage::Sql, "").into()),
-        };
-    }
-    if !transition_allowed(from, LifecycleStage::Sql) {
-        return Err(not_allowed(&lead, LifecycleStage::Sql, "").into());
-    }
-    let change = Transition {
-        from,
-        to: LifecycleStage::Sql,
-        cause: METHOD.into(),
-        reason: deal.into(),
-        score_reset: false,
-    };
-    apply(tx, lead, change, "handed_off", Some((METHOD, request_id))).await
+    store
+        .idempotent(METHOD, request_id, async |tx| {
+            let lead = tx.get::<Leads>(name).await?;
+            let from = stage_of(&lead);
+            if from == LifecycleStage::Sql {
+                return match last_change(tx.conn(), name).await? {
+                    Some((LifecycleStage::Sql, previous)) if previous == deal => Ok(lead),
+                    Some((LifecycleStage::Sql, previous)) => Err(not_allowed(
+                        &lead,
+                        LifecycleStage::Sql,
+                        &format!(": it is already handed off to `{previous}`"),
+                    )
+                    .into()),
+                    _ => Err(not_allowed(&lead, LifecycleStage::Sql, "").into()),
+                };
+            }
+            if !transition_allowed(from, LifecycleStage::Sql) {
+                return Err(not_allowed(&lead, LifecycleStage::Sql, "").into());
+            }
+            let change = Transition {
+                from,
+                to: LifecycleStage::Sql,
+                cause: METHOD.into(),
+                reason: deal.into(),
+                score_reset: false,
+            };
+            apply(tx, lead, change, "handed_off").await
+        })
+        .await
 }
 
 fn validate_reason(v: &mut Validator, reason: &str) {
@@ -471,7 +494,9 @@ pub async fn recycle(store: &Store, name: &str, reason: &str, reset_score: bool)
         reason: reason.into(),
         score_reset: reset_score,
     };
-    apply(tx, lead, change, "recycled", None).await
+    let lead = apply(&mut tx, lead, change, "recycled").await?;
+    tx.commit().await?;
+    Ok(lead)
 }
 
 /// Disqualifies the lead `name` (see the `DisqualifyLead` RPC).
@@ -493,7 +518,9 @@ pub async fn disqualify(store: &Store, name: &str, reason: &str) -> Result<Lead>
         reason: reason.into(),
         score_reset: false,
     };
-    apply(tx, lead, change, "disqualified", None).await
+    let lead = apply(&mut tx, lead, change, "disqualified").await?;
+    tx.commit().await?;
+    Ok(lead)
 }
 
 /// A page of the stage changes of the lead `parent`, oldest first.

@@ -293,6 +293,30 @@ pub async fn flush(store: &Store) -> Result<usize, ApiError> {
     Ok(announced)
 }
 
+/// Whether some lead's score change waits to be announced. Read outside any span, so an idle
+/// check leaves no trace.
+async fn pending(store: &Store) -> bool {
+    sqlx::query("SELECT 1 FROM lead_score_state WHERE pending = 1 LIMIT 1")
+        .fetch_optional(store.db().pool())
+        .await
+        // On a failed read, try the flush: it reports the error.
+        .map_or(true, |row| row.is_some())
+}
+
+/// [`flush`] as one unit of background work: a root span `leads.flush_score_changes` with the
+/// database spans as children, only when changes are pending (an idle tick records nothing).
+async fn flush_traced(store: &Store) -> Result<usize, ApiError> {
+    if !pending(store).await {
+        return Ok(0);
+    }
+    flush(store)
+        .instrument(kizuna_telemetry::work_span(
+            crate::SERVICE,
+            "leads.flush_score_changes",
+        ))
+        .await
+}
+
 /// Runs [`flush`] every `interval` while this process stores scores (and again at once while a
 /// flush was full), every [`IDLE_EVERY`] intervals when idle, and once more on `stopping`.
 ///
@@ -306,10 +330,7 @@ pub fn flusher(store: Store, interval: Duration) -> Worker {
         loop {
             if recently_stored() || idle_ticks >= IDLE_EVERY {
                 idle_ticks = 0;
-                let announced = match flush(&store)
-                    .instrument(tracing::info_span!("leads.flush_score_changes"))
-                    .await
-                {
+                let announced = match flush_traced(&store).await {
                     Ok(n) => n,
                     Err(error) => {
                         tracing::warn!(%error, "lead.score_changed flush failed; retrying");
@@ -328,7 +349,7 @@ pub fn flusher(store: Store, interval: Duration) -> Worker {
             }
             if *stopping.borrow() {
                 // One last flush so a clean shutdown leaves nothing pending.
-                let _ = flush(&store).await;
+                let _ = flush_traced(&store).await;
                 return;
             }
         }
