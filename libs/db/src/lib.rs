@@ -103,6 +103,9 @@ pub enum Readiness {
     Ready,
     /// It does not answer.
     Unreachable,
+    /// The probe was not answered in time, but calls were served meanwhile: a slow database,
+    /// not a down one; nothing is known about its schema.
+    Busy,
     /// It answers, but `kizuna migrate` has not brought its schema up to this binary's.
     SchemaBehind {
         /// The newest migration applied (0: none).
@@ -117,6 +120,7 @@ impl std::fmt::Display for Readiness {
         match self {
             Readiness::Ready => f.write_str("ready"),
             Readiness::Unreachable => f.write_str("database unreachable"),
+            Readiness::Busy => f.write_str("database slow to answer"),
             Readiness::SchemaBehind { current, required } => write!(
                 f,
                 "database schema is at migration {current}, this binary needs {required}: \
@@ -218,9 +222,10 @@ impl Database {
     /// probe ([`Database::ping`] reading the schema version).
     pub async fn readiness(&self) -> Readiness {
         match self.probe().await {
-            None => Readiness::Unreachable,
-            Some(current) if current >= self.required_schema => Readiness::Ready,
-            Some(current) => Readiness::SchemaBehind {
+            Probe::Unreachable => Readiness::Unreachable,
+            Probe::Busy => Readiness::Busy,
+            Probe::Answered(current) if current >= self.required_schema => Readiness::Ready,
+            Probe::Answered(current) => Readiness::SchemaBehind {
                 current,
                 required: self.required_schema,
             },
@@ -337,14 +342,17 @@ impl Database {
     /// not answering). A probe connection that died (a terminated backend, a restart) is
     /// replaced within the same probe. The probe is never refused during an outage (it is how
     /// the end of one is seen) and records its outcome in [`Database::outage`].
+    ///
+    /// A probe that times out while calls got working connections meanwhile finds the database
+    /// slow, not down: it records nothing (so a loaded database does not turn health
+    /// NOT_SERVING and start refusing calls).
     pub async fn ping(&self) -> bool {
-        self.probe().await.is_some()
+        matches!(self.probe().await, Probe::Answered(_))
     }
 
-    /// The probe behind [`Database::ping`] and [`Database::readiness`]: the newest migration
-    /// applied (0 when none, or when no schema is required), or `None` when the database did
-    /// not answer.
-    async fn probe(&self) -> Option<i64> {
+    /// The probe behind [`Database::ping`] and [`Database::readiness`].
+    async fn probe(&self) -> Probe {
+        let started = tokio::time::Instant::now().into_std();
         let mut slot = self.probe.lock().await;
         let required = self.required_schema;
         let probe = async {
@@ -365,9 +373,13 @@ impl Database {
         let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             Ok(Ok(current)) => {
                 self.outage.record_success();
-                return Some(current);
+                return Probe::Answered(current);
             }
             Ok(Err(error)) => error.to_string(),
+            Err(_) if self.outage.answered_since(started) => {
+                *slot = None;
+                return Probe::Busy;
+            }
             Err(_) => format!(
                 "no answer to the health probe within {} ms",
                 PROBE_TIMEOUT.as_millis()
@@ -375,7 +387,7 @@ impl Database {
         };
         *slot = None;
         self.outage.record_failure(&failure);
-        None
+        Probe::Unreachable
     }
 
     /// Applies the migrations not yet applied, in version order.
@@ -390,6 +402,16 @@ impl Database {
         }
         self.pool.close().await;
     }
+}
+
+/// What one health probe found.
+enum Probe {
+    /// The database answered; the newest migration applied (0 when none, or none required).
+    Answered(i64),
+    /// No answer in time, but calls got working connections meanwhile.
+    Busy,
+    /// No answer.
+    Unreachable,
 }
 
 /// The newest migration applied, read on `conn` (0 when the bookkeeping table does not exist

@@ -29,6 +29,9 @@ struct Inner {
     namespace: String,
     down: AtomicBool,
     refused: AtomicU64,
+    /// When a connection last worked, in microseconds after `created`.
+    answered: AtomicU64,
+    created: Instant,
     state: Mutex<State>,
     reachable: watch::Sender<bool>,
 }
@@ -49,6 +52,8 @@ impl Outage {
                 namespace: namespace.to_owned(),
                 down: AtomicBool::new(false),
                 refused: AtomicU64::new(0),
+                answered: AtomicU64::new(0),
+                created: Instant::now(),
                 state: Mutex::new(State::default()),
                 reachable: watch::channel(true).0,
             }),
@@ -108,8 +113,17 @@ impl Outage {
         }
     }
 
+    /// Whether a connection worked at `since` or later: a probe that timed out meanwhile met a
+    /// slow database, not an unreachable one.
+    pub fn answered_since(&self, since: Instant) -> bool {
+        let answered = Duration::from_micros(self.inner.answered.load(Ordering::Acquire));
+        self.inner.created + answered >= since
+    }
+
     /// Records a working connection; ends the outage under way (logged once).
     pub fn record_success(&self) {
+        let micros = u64::try_from(self.inner.created.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.inner.answered.fetch_max(micros, Ordering::AcqRel);
         if !self.is_down() {
             return;
         }
@@ -159,5 +173,9 @@ mod tests {
         assert!(!outage.is_down());
         assert!(*reachable.borrow());
         assert!(outage.admit());
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(!outage.answered_since(later));
+        outage.record_success();
+        assert!(outage.answered_since(Instant::now() - Duration::from_millis(100)));
     }
 }

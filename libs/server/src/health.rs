@@ -87,7 +87,7 @@ pub(crate) async fn spawn_probe(
 /// binary's), logging when it changes.
 fn note_schema(database: &Database, behind: &mut Option<Readiness>, readiness: Readiness) {
     let now = match readiness {
-        Readiness::Unreachable => return,
+        Readiness::Unreachable | Readiness::Busy => return,
         Readiness::Ready => None,
         schema @ Readiness::SchemaBehind { .. } => Some(schema),
     };

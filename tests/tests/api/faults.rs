@@ -706,7 +706,11 @@ async fn shared_request_ids_replay_row_by_row(backend: Backend) {
         return;
     };
     let url = db.url.clone();
-    let running: Running = spawn_leads(db, settings_for(&url)).await;
+    // A connection for each batch in flight (8 streams, 2 batches each): the test is about
+    // shared request ids, not about batches queueing for the pool.
+    let mut settings = settings_for(&url);
+    settings.database.max_connections = (STREAMS * 2 + 4) as u32;
+    let running: Running = spawn_leads(db, settings).await;
     let mut client = connect(running.port).await;
     let mut leads = Vec::new();
     for i in 0..LEADS {
