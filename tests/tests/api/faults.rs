@@ -34,6 +34,10 @@ const DEADLINE: Duration = Duration::from_secs(2);
 /// How soon health must follow the database.
 const HEALTH_WITHIN: Duration = Duration::from_secs(2);
 
+/// Held by each test of this module: they measure answers against a 2 s deadline, so they do not
+/// run beside each other's thousands of rows on a small machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 // ---------------------------------------------------------------------------------------------
 // A TCP proxy between the service and PostgreSQL.
 
@@ -446,6 +450,7 @@ async fn allow_connections(admin: &mut sqlx::PgConnection, database: &str, allow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_answer_unavailable_within_the_deadline() {
     kizuna_telemetry::init_for_tests();
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
@@ -570,6 +575,7 @@ async fn outages_answer_unavailable_within_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_backend_answers_unavailable_and_the_retry_records_once() {
     kizuna_telemetry::init_for_tests();
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
@@ -702,6 +708,7 @@ async fn count(url: &str, sql: &'static str) -> i64 {
 
 async fn shared_request_ids_replay_row_by_row(backend: Backend) {
     kizuna_telemetry::init_for_tests();
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(db) = TestDb::create(backend).await else {
         return;
     };
