@@ -29,7 +29,7 @@ pub use fault::Fault;
 pub use migrate::{Migration, MigrationError};
 pub use outage::{FAIL_FAST_WINDOW, Outage};
 
-/// Longest a health probe waits for the database (connecting and `SELECT 1`) before it counts
+/// Longest a health probe waits for the database (connecting and its query) before it counts
 /// as a failure. With a probe every second, an outage is seen within 1.5 s.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
