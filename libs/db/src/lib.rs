@@ -26,7 +26,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection, Executor, SqlSafeStr, Transaction};
 
 pub use fault::Fault;
-pub use migrate::{Migration, MigrationError};
+pub use migrate::{Migration, MigrationError, RESOURCE_COLUMNS};
 pub use outage::{FAIL_FAST_WINDOW, Outage};
 
 /// Longest a health probe waits for the database (connecting and its query) before it counts

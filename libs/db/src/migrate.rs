@@ -2,13 +2,27 @@
 //!
 //! A migration is written once, in SQL both engines accept, with three tokens for the types that
 //! differ: `{{BLOB}}` (BYTEA / BLOB), `{{DOUBLE}}` (DOUBLE PRECISION / REAL) and `{{SERIAL_PK}}`
-//! (BIGSERIAL PRIMARY KEY / INTEGER PRIMARY KEY AUTOINCREMENT). Applied versions are recorded in
-//! `kizuna_migrations`. On PostgreSQL an advisory lock keeps two replicas (or a Job and a
-//! replica) from migrating at once.
+//! (BIGSERIAL PRIMARY KEY / INTEGER PRIMARY KEY AUTOINCREMENT). A fourth token,
+//! `{{RESOURCE_COLUMNS}}`, stands for the standard columns every resource table has
+//! ([`RESOURCE_COLUMNS`]: `id`, `parent`, `data`, `version`, `create_time`, `update_time`,
+//! `writer_revision`); a new resource table is written
+//! `CREATE TABLE things ({{RESOURCE_COLUMNS}}, name TEXT NOT NULL, PRIMARY KEY (parent, id))`, its
+//! own indexed columns after the token. Released migrations spell the columns out (and got
+//! `writer_revision` from a later `ALTER TABLE`); they are never rewritten to use the token.
+//! Applied versions are recorded in `kizuna_migrations`. On PostgreSQL an advisory lock keeps two
+//! replicas (or a Job and a replica) from migrating at once.
 
 use sqlx::Executor;
 
 use crate::{Backend, Database, now_micros};
+
+/// What `{{RESOURCE_COLUMNS}}` expands to (before the type tokens are rendered): the columns the
+/// store reads and writes on every resource table (`kizuna_store::Table`), comma-separated,
+/// without a trailing comma. The primary key, `PRIMARY KEY (parent, id)`, is for the table to
+/// declare after its own columns.
+pub const RESOURCE_COLUMNS: &str = "id TEXT NOT NULL, parent TEXT NOT NULL, data {{BLOB}} NOT NULL, \
+     version BIGINT NOT NULL, create_time BIGINT NOT NULL, update_time BIGINT NOT NULL, \
+     writer_revision BIGINT NOT NULL DEFAULT 0";
 
 /// One schema change.
 #[derive(Clone, Copy, Debug)]
@@ -17,7 +31,7 @@ pub struct Migration {
     pub version: i64,
     /// Short description, recorded with the version.
     pub description: &'static str,
-    /// SQL with the type tokens described above (may hold several statements).
+    /// SQL with the tokens described above (may hold several statements).
     pub sql: &'static str,
 }
 
@@ -29,6 +43,7 @@ impl Migration {
             Backend::Sqlite => ("BLOB", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT"),
         };
         self.sql
+            .replace("{{RESOURCE_COLUMNS}}", RESOURCE_COLUMNS)
             .replace("{{BLOB}}", blob)
             .replace("{{DOUBLE}}", double)
             .replace("{{SERIAL_PK}}", serial)
@@ -136,4 +151,120 @@ async fn apply(
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Row};
+
+    use super::*;
+
+    const THINGS: Migration = Migration {
+        version: 9,
+        description: "things",
+        sql: "CREATE TEMP TABLE things (
+    {{RESOURCE_COLUMNS}},
+    score {{DOUBLE}} NOT NULL,
+    PRIMARY KEY (parent, id)
+);",
+    };
+
+    #[test]
+    fn resource_columns_render_for_both_engines() {
+        let columns = "id TEXT NOT NULL, parent TEXT NOT NULL, data {} NOT NULL, \
+             version BIGINT NOT NULL, create_time BIGINT NOT NULL, update_time BIGINT NOT NULL, \
+             writer_revision BIGINT NOT NULL DEFAULT 0";
+        for (backend, blob, double) in [
+            (Backend::Postgres, "BYTEA", "DOUBLE PRECISION"),
+            (Backend::Sqlite, "BLOB", "REAL"),
+        ] {
+            assert_eq!(
+                THINGS.render(backend),
+                format!(
+                    "CREATE TEMP TABLE things (\n    {},\n    score {double} NOT NULL,\n    \
+                     PRIMARY KEY (parent, id)\n);",
+                    columns.replace("{}", blob)
+                ),
+                "{backend:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sql_without_the_token_renders_as_before() {
+        let released = Migration {
+            version: 2,
+            description: "spelled out",
+            sql: "CREATE TABLE t (id TEXT NOT NULL, data {{BLOB}} NOT NULL, s {{SERIAL_PK}});",
+        };
+        assert_eq!(
+            released.render(Backend::Sqlite),
+            "CREATE TABLE t (id TEXT NOT NULL, data BLOB NOT NULL, \
+             s INTEGER PRIMARY KEY AUTOINCREMENT);"
+        );
+        assert_eq!(
+            released.render(Backend::Postgres),
+            "CREATE TABLE t (id TEXT NOT NULL, data BYTEA NOT NULL, s BIGSERIAL PRIMARY KEY);"
+        );
+    }
+
+    /// Creates the table on a real engine and writes a row the way the store does, leaving
+    /// `writer_revision` to its default.
+    async fn a_table_from_the_token_holds_a_resource(url: &str, backend: Backend) {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(THINGS.render(backend)))
+            .execute(&mut conn)
+            .await
+            .expect("create");
+        sqlx::query(
+            "INSERT INTO things (id, parent, data, version, create_time, update_time, score) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind("t1")
+        .bind("")
+        .bind(vec![1_u8, 2, 3])
+        .bind(1_i64)
+        .bind(10_i64)
+        .bind(11_i64)
+        .bind(0.5_f64)
+        .execute(&mut conn)
+        .await
+        .expect("insert");
+        let row = sqlx::query("SELECT data, version, writer_revision FROM things WHERE id = $1")
+            .bind("t1")
+            .fetch_one(&mut conn)
+            .await
+            .expect("select");
+        assert_eq!(row.try_get::<Vec<u8>, _>(0).expect("data"), [1, 2, 3]);
+        assert_eq!(row.try_get::<i64, _>(1).expect("version"), 1);
+        assert_eq!(row.try_get::<i64, _>(2).expect("writer_revision"), 0);
+        let twice = sqlx::query(
+            "INSERT INTO things (id, parent, data, version, create_time, update_time, score) \
+             VALUES ('t1', '', $1, 1, 1, 1, 0)",
+        )
+        .bind(vec![0_u8])
+        .execute(&mut conn)
+        .await;
+        assert!(twice.is_err(), "(parent, id) is the primary key");
+    }
+
+    #[tokio::test]
+    async fn a_table_from_the_token_holds_a_resource_on_sqlite() {
+        a_table_from_the_token_holds_a_resource("sqlite::memory:", Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn a_table_from_the_token_holds_a_resource_on_postgres() {
+        // A temporary table on the test server's admin database: nothing outlives the connection.
+        let url = std::env::var("KIZUNA_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let required = std::env::var("KIZUNA_TEST_POSTGRES").is_ok_and(|v| v == "required");
+        sqlx::any::install_default_drivers();
+        if !required && sqlx::AnyConnection::connect(&url).await.is_err() {
+            eprintln!("skipped: PostgreSQL at {url} cannot be reached");
+            return;
+        }
+        a_table_from_the_token_holds_a_resource(&url, Backend::Postgres).await;
+    }
 }

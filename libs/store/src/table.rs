@@ -1,9 +1,12 @@
 //! How a protobuf resource maps onto a table: its name pattern, indexed columns and metadata.
 //!
 //! Each resource table has the standard columns `id`, `parent`, `data` (the encoded message),
-//! `version` (the etag), `create_time`, `update_time` (microseconds, UTC), plus the indexed
-//! columns the resource declares for filtering and ordering. Indexed columns are NOT NULL
-//! (empty string or zero when unset) so keyset pagination never meets a NULL.
+//! `version` (the etag), `create_time`, `update_time` (microseconds, UTC), `writer_revision`
+//! (the schema revision of the binary that last wrote the row), plus the indexed columns the
+//! resource declares for filtering and ordering, keyed by `(parent, id)`. A migration creating a
+//! new resource table writes the standard columns as the `{{RESOURCE_COLUMNS}}` token
+//! (`kizuna_db::RESOURCE_COLUMNS`). Indexed columns are NOT NULL (empty string or zero when
+//! unset) so keyset pagination never meets a NULL.
 
 use prost_types::Timestamp;
 

@@ -1,6 +1,9 @@
 //! Test support: a migrated store on a fresh SQLite file or PostgreSQL database (from
-//! `kizuna-testing`), and the events it recorded.
+//! `kizuna-testing`), the events it recorded, and the pipeline and money the tests build on.
 
+use kizuna_proto::deals::pipeline::Stage;
+use kizuna_proto::deals::{ForecastCategory, Pipeline};
+use kizuna_proto::types::Money;
 use kizuna_store::Store;
 use sqlx::Row;
 
@@ -39,4 +42,37 @@ pub(crate) async fn last_sequence(store: &Store) -> i64 {
         .expect("outbox")
         .try_get::<i64, _>(0)
         .expect("sequence")
+}
+
+/// A stage named `id`.
+pub(crate) fn stage(id: &str, probability: f64, category: ForecastCategory) -> Stage {
+    Stage {
+        stage_id: id.into(),
+        display_name: id.into(),
+        probability,
+        forecast_category: category as i32,
+    }
+}
+
+/// "New business": qualification (0.1), proposal (0.5), closed_won and closed_lost.
+pub(crate) fn sales_pipeline(is_default: bool) -> Pipeline {
+    Pipeline {
+        display_name: "New business".into(),
+        stages: vec![
+            stage("qualification", 0.1, ForecastCategory::Pipeline),
+            stage("proposal", 0.5, ForecastCategory::BestCase),
+            stage("closed_won", 1.0, ForecastCategory::ClosedWon),
+            stage("closed_lost", 0.0, ForecastCategory::ClosedLost),
+        ],
+        is_default,
+        ..Pipeline::default()
+    }
+}
+
+/// `amount_minor` yen.
+pub(crate) fn yen(amount_minor: i64) -> Money {
+    Money {
+        currency_code: "JPY".into(),
+        amount_minor,
+    }
 }

@@ -2,47 +2,17 @@
 //! constraints.
 
 use kizuna_errors::ApiError;
-use kizuna_proto::deals::pipeline::Stage;
-use kizuna_proto::deals::{Contact, Deal, ForecastCategory, Pipeline, deal};
-use kizuna_proto::types::{Date, Money};
-use kizuna_store::{ListQuery, Store};
+use kizuna_proto::deals::{Contact, Deal, Pipeline, deal};
+use kizuna_proto::types::Date;
+use kizuna_store::ListQuery;
 use prost_types::FieldMask;
-use sqlx::Row;
 
 use crate::error::Error;
 use crate::tables::{Deals, Pipelines};
-use crate::testing::{Backend, both_backends, events_after, last_sequence, store};
+use crate::testing::{
+    Backend, both_backends, events_after, last_sequence, sales_pipeline, store, yen,
+};
 use crate::{contacts, deals, pipelines};
-
-fn stage(id: &str, probability: f64, category: ForecastCategory) -> Stage {
-    Stage {
-        stage_id: id.into(),
-        display_name: id.into(),
-        probability,
-        forecast_category: category as i32,
-    }
-}
-
-fn pipeline(is_default: bool) -> Pipeline {
-    Pipeline {
-        display_name: "New business".into(),
-        stages: vec![
-            stage("qualification", 0.1, ForecastCategory::Pipeline),
-            stage("proposal", 0.5, ForecastCategory::BestCase),
-            stage("closed_won", 1.0, ForecastCategory::ClosedWon),
-            stage("closed_lost", 0.0, ForecastCategory::ClosedLost),
-        ],
-        is_default,
-        ..Pipeline::default()
-    }
-}
-
-fn yen(amount_minor: i64) -> Money {
-    Money {
-        currency_code: "JPY".into(),
-        amount_minor,
-    }
-}
 
 fn deal(name: &str) -> Deal {
     Deal {
@@ -62,25 +32,6 @@ fn events(list: &[(String, String)]) -> Vec<&str> {
     list.iter().map(|(t, _)| t.as_str()).collect()
 }
 
-async fn history(store: &Store, deal_id: &str) -> Vec<(String, String, String)> {
-    sqlx::query(
-        "SELECT from_stage, to_stage, to_state FROM deal_stage_history WHERE deal_id = $1 ORDER BY sequence",
-    )
-    .bind(deal_id)
-    .fetch_all(store.db().pool())
-    .await
-    .expect("history")
-    .iter()
-    .map(|r| {
-        (
-            r.try_get(0).expect("from"),
-            r.try_get(1).expect("to"),
-            r.try_get(2).expect("state"),
-        )
-    })
-    .collect()
-}
-
 fn invalid_fields(error: Error) -> Vec<String> {
     match error {
         Error::Api(ApiError::InvalidArgument(v)) => v.into_iter().map(|v| v.field).collect(),
@@ -93,7 +44,7 @@ async fn a_deal_goes_from_first_stage_to_won_with_its_events(backend: Backend) {
         return;
     };
     let s = &t.store;
-    pipelines::create(s, pipeline(true), "sales", "")
+    pipelines::create(s, sales_pipeline(true), "sales", "")
         .await
         .expect("pipeline");
     let before = last_sequence(s).await;
@@ -149,7 +100,7 @@ async fn a_deal_goes_from_first_stage_to_won_with_its_events(backend: Backend) {
         ["deal.updated", "deal.stage_changed", "deal.won"]
     );
     assert_eq!(
-        history(s, "d1").await,
+        deals::stage_moves(s, "d1").await,
         [
             ("".into(), "qualification".into(), "OPEN".into()),
             ("qualification".into(), "closed_won".into(), "WON".into()),
@@ -182,7 +133,7 @@ async fn losing_needs_a_reason_and_a_refusal_changes_nothing(backend: Backend) {
         return;
     };
     let s = &t.store;
-    pipelines::create(s, pipeline(true), "sales", "")
+    pipelines::create(s, sales_pipeline(true), "sales", "")
         .await
         .expect("pipeline");
     let created = deals::create(s, deal("d"), "d1", "").await.expect("deal");
@@ -249,7 +200,7 @@ async fn deals_need_an_existing_pipeline_and_one_of_its_stages(backend: Backend)
     let err = deals::create(s, named, "", "").await.expect_err("ghost");
     assert_eq!(invalid_fields(err), ["deal.pipeline"]);
 
-    pipelines::create(s, pipeline(false), "sales", "")
+    pipelines::create(s, sales_pipeline(false), "sales", "")
         .await
         .expect("pipeline");
     let mut bad_stage = deal("d");
@@ -307,11 +258,11 @@ async fn one_default_pipeline_at_a_time(backend: Backend) {
         return;
     };
     let s = &t.store;
-    pipelines::create(s, pipeline(true), "first", "")
+    pipelines::create(s, sales_pipeline(true), "first", "")
         .await
         .expect("first");
     let before = last_sequence(s).await;
-    pipelines::create(s, pipeline(true), "second", "")
+    pipelines::create(s, sales_pipeline(true), "second", "")
         .await
         .expect("second");
     assert_eq!(
@@ -353,7 +304,7 @@ async fn pipelines_protect_their_open_deals(backend: Backend) {
         return;
     };
     let s = &t.store;
-    let p = pipelines::create(s, pipeline(true), "sales", "")
+    let p = pipelines::create(s, sales_pipeline(true), "sales", "")
         .await
         .expect("pipeline");
     let d = deals::create(s, deal("d"), "d1", "").await.expect("deal");
@@ -361,7 +312,7 @@ async fn pipelines_protect_their_open_deals(backend: Backend) {
     let err = pipelines::delete(s, &p.name, "").await.expect_err("in use");
     assert!(matches!(err, Error::PipelineInUse { .. }), "{err:?}");
 
-    let mut fewer = pipeline(true);
+    let mut fewer = sales_pipeline(true);
     fewer.stages.remove(0);
     let err = pipelines::update(
         s,
@@ -376,7 +327,7 @@ async fn pipelines_protect_their_open_deals(backend: Backend) {
     assert!(matches!(err, Error::StageInUse { ref stage, .. } if stage == "qualification"));
 
     // A new probability reaches the open deals of the stage.
-    let mut repriced = pipeline(true);
+    let mut repriced = sales_pipeline(true);
     repriced.stages[0].probability = 0.2;
     let before = last_sequence(s).await;
     pipelines::update(
@@ -427,7 +378,7 @@ async fn pipelines_protect_their_open_deals(backend: Backend) {
     deals::delete(s, &d.name, &edited.etag)
         .await
         .expect("deleted");
-    assert!(history(s, "d1").await.is_empty());
+    assert!(deals::stage_moves(s, "d1").await.is_empty());
 }
 
 async fn line_item_changes_recompute_the_amount_unless_it_is_given(backend: Backend) {
@@ -435,7 +386,7 @@ async fn line_item_changes_recompute_the_amount_unless_it_is_given(backend: Back
         return;
     };
     let s = &t.store;
-    pipelines::create(s, pipeline(true), "sales", "")
+    pipelines::create(s, sales_pipeline(true), "sales", "")
         .await
         .expect("pipeline");
     let created = deals::create(s, deal("d"), "d1", "").await.expect("deal");

@@ -113,7 +113,7 @@ impl LeadsService for LeadsApi {
     #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn delete_lead(&self, request: Request<DeleteLeadRequest>) -> Reply<()> {
         let r = request.into_inner();
-        stages::delete_lead(&self.store, &r.name, &r.etag)
+        capture::delete(&self.store, &r.name, &r.etag)
             .await
             .map_err(status)?;
         Ok(Response::new(()))
@@ -200,7 +200,7 @@ impl LeadsService for LeadsApi {
         let name = capture::live_lead_name(&self.store, &r.name)
             .await
             .map_err(status)?;
-        let score = stages::lead_score(&self.store, &name, r.as_of)
+        let score = scoring::explain::lead_score(&self.store, &name, r.as_of)
             .await
             .map_err(status)?;
         Ok(Response::new(score))

@@ -46,7 +46,7 @@ impl DomainService for Leads {
         let leads = settings.leads.clone();
         let jobs = scoring::jobs::Runner::new(store.clone(), leads.clone());
         workers.spawn_all([
-            stages::scores::flusher(
+            scoring::scores::flusher(
                 store.clone(),
                 std::time::Duration::from_millis(leads.score_flush_interval_ms),
             ),

@@ -10,7 +10,7 @@ use prost_types::FieldMask;
 use sqlx::Row;
 
 use crate::error::{Error, Result};
-use crate::tables::{Deals, Pipelines, state_name};
+use crate::tables::{Deals, Pipelines};
 
 /// Most stages a pipeline may have.
 pub const MAX_STAGES: usize = 50;
@@ -203,21 +203,10 @@ pub async fn delete(store: &Store, name: &str, etag: &str) -> Result<Pipeline> {
     let mut tx = store.begin().await?;
     let current = tx.get::<Pipelines>(name).await?;
     kizuna_store::check_etag::<Pipelines>(&current, etag)?;
-    let mut sql = kizuna_store::Sql::new("SELECT id FROM deals WHERE pipeline = ");
-    sql.bind(name)
-        .push(" AND state = ")
-        .bind(state_name(deal::State::Open as i32))
-        .push(" ORDER BY id LIMIT 1");
-    let row = sql
-        .query()
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(kizuna_store::db_error)?;
-    if let Some(row) = row {
-        let id: String = row.try_get(0).map_err(kizuna_store::db_error)?;
+    if let Some(deal) = crate::deals::first_open_deal(&mut tx, name).await? {
         return Err(Error::PipelineInUse {
             pipeline: name.to_owned(),
-            deal: format!("deals/{id}"),
+            deal,
         });
     }
     tx.remove::<Pipelines>(name).await?;
@@ -263,33 +252,9 @@ async fn demote_default(tx: &mut WriteTx<'_>, except_name: &str) -> Result<Vec<P
     Ok(demoted)
 }
 
-/// For every stage holding open deals, one of those deals.
-async fn open_deals_by_stage(
-    tx: &mut WriteTx<'_>,
-    pipeline: &str,
-) -> Result<Vec<(String, String)>> {
-    let mut sql = kizuna_store::Sql::new("SELECT stage, MIN(id) FROM deals WHERE pipeline = ");
-    sql.bind(pipeline)
-        .push(" AND state = ")
-        .bind(state_name(deal::State::Open as i32))
-        .push(" GROUP BY stage ORDER BY stage");
-    let rows = sql
-        .query()
-        .fetch_all(tx.conn())
-        .await
-        .map_err(kizuna_store::db_error)?;
-    let mut stages = Vec::with_capacity(rows.len());
-    for row in rows {
-        let stage: String = row.try_get(0).map_err(kizuna_store::db_error)?;
-        let id: String = row.try_get(1).map_err(kizuna_store::db_error)?;
-        stages.push((stage, format!("deals/{id}")));
-    }
-    Ok(stages)
-}
-
 /// FAILED_PRECONDITION when the new stages drop or close a stage that holds open deals.
 async fn check_open_stages(tx: &mut WriteTx<'_>, pipeline: &Pipeline) -> Result<()> {
-    for (stage, deal) in open_deals_by_stage(tx, &pipeline.name).await? {
+    for (stage, deal) in crate::deals::open_deals_by_stage(tx, &pipeline.name).await? {
         let still_open =
             find_stage(pipeline, &stage).is_some_and(|s| stage_state(s) == deal::State::Open);
         if !still_open {
@@ -316,27 +281,8 @@ async fn reprice_open_deals(
         if unchanged || stage_state(stage) != deal::State::Open {
             continue;
         }
-        let mut sql = kizuna_store::Sql::new("SELECT id FROM deals WHERE pipeline = ");
-        sql.bind(after.name.as_str())
-            .push(" AND state = ")
-            .bind(state_name(deal::State::Open as i32))
-            .push(" AND stage = ")
-            .bind(stage.stage_id.as_str())
-            .push(" ORDER BY id");
-        let rows = sql
-            .query()
-            .fetch_all(tx.conn())
-            .await
-            .map_err(kizuna_store::db_error)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in rows {
-            ids.push(
-                row.try_get::<String, _>(0)
-                    .map_err(kizuna_store::db_error)?,
-            );
-        }
-        for id in ids {
-            let mut deal = tx.get::<Deals>(&format!("deals/{id}")).await?;
+        for name in crate::deals::open_deals_in_stage(tx, &after.name, &stage.stage_id).await? {
+            let mut deal = tx.get::<Deals>(&name).await?;
             deal.probability = stage.probability;
             repriced.push(tx.replace::<Deals>(deal).await?);
         }

@@ -5,7 +5,7 @@
 //! request ids already recorded are replayed, the leads are read for change in name order (so
 //! concurrent streams cannot deadlock on them) with names left by merges followed, the
 //! remaining request ids are claimed in the idempotency ledger, the activities are inserted with
-//! multi-row statements, and [`stages::apply::apply`] scores the leads incrementally and moves
+//! multi-row statements, and [`scoring::apply::apply`] scores the leads incrementally and moves
 //! them through ENGAGED and MQL. While one batch is written the next one is read from the
 //! stream; up to [`IN_FLIGHT`] batches are written at once.
 //!
@@ -28,7 +28,7 @@ use sqlx::Row;
 use tracing::Instrument;
 
 use crate::error::{Error, Result, row_error};
-use crate::stages::{self, apply};
+use crate::scoring::{self, apply};
 use crate::tables::{Activities, Leads};
 
 /// Most rows one `TrackActivitiesRequest` message may carry; a larger message ends the call
@@ -304,9 +304,9 @@ async fn try_batch(store: &Store, mut rows: Vec<PendingRow>) -> Result<Tally, Ap
             .filter_map(|name| leads.get(name).cloned())
             .collect()
     };
-    let model = stages::published_model(tx.conn()).await?;
+    let model = scoring::published_model(tx.conn()).await?;
     let cause = apply::Cause {
-        cause: stages::ACTIVITY_CAUSE,
+        cause: scoring::ACTIVITY_CAUSE,
         engage: true,
     };
     let outcomes = apply::apply(
@@ -330,7 +330,7 @@ async fn try_batch(store: &Store, mut rows: Vec<PendingRow>) -> Result<Tally, Ap
         .iter()
         .filter(|outcome| outcome.events.contains(&"qualified"))
         .count() as i64;
-    stages::emit_all(&mut tx, &outcomes).await?;
+    scoring::emit_all(&mut tx, &outcomes).await?;
     tx.commit().await?;
     tally.response.accepted_count += created.len() as i64;
     Ok(tally)

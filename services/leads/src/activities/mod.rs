@@ -3,12 +3,15 @@
 
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{Activity, ActivityKind, Lead};
-use kizuna_store::Store;
+use kizuna_store::{Store, db_error};
+
+use prost::Message;
+use sqlx::Row;
 
 use crate::error::{Error, Result};
 
 pub mod ingest;
-use crate::stages;
+use crate::scoring;
 use crate::tables::{Activities, Leads};
 
 /// Checks an activity before it is recorded.
@@ -48,7 +51,7 @@ pub fn validate(parent: &str, activity: &Activity) -> Result<(), ApiError> {
 
 /// Records an activity for the lead `parent` (which must exist) and, in the same transaction,
 /// applies it to the lead: stage LEAD → ENGAGED, rescoring under the newest published model,
-/// and the crossing to MQL ([`stages::score_after_activity`]). The lead row is locked first, so
+/// and the crossing to MQL ([`scoring::score_after_activity`]). The lead row is locked first, so
 /// concurrent activities of one lead apply one after another. Idempotent by `request_id`.
 pub async fn create(
     store: &Store,
@@ -118,8 +121,8 @@ async fn record(
             let created = tx
                 .insert::<Activities>(&lead.name, activity_id, activity)
                 .await?;
-            let outcome = stages::score_after_activity(tx, lead, &created).await?;
-            stages::emit(tx, &outcome).await?;
+            let outcome = scoring::score_after_activity(tx, lead, &created).await?;
+            scoring::emit(tx, &outcome).await?;
             ours = Some((created.clone(), outcome.lead));
             Ok::<_, Error>(created)
         })
@@ -128,4 +131,31 @@ async fn record(
         Some((created, lead)) if created == answered => Ok((answered, Some(lead))),
         _ => Ok((answered, None)),
     }
+}
+
+/// The activities of `lead` that count for its score as of `as_of`: those after its latest
+/// score reset ([`crate::stages::score_floor`]), in time order.
+pub(crate) async fn counted(
+    conn: &mut sqlx::AnyConnection,
+    lead: &str,
+    as_of: i64,
+) -> Result<Vec<Activity>, ApiError> {
+    let floor = crate::stages::score_floor(conn, lead, as_of)
+        .await?
+        .unwrap_or(i64::MIN);
+    let rows = sqlx::query(
+        "SELECT data FROM activities WHERE parent = $1 AND occur_time > $2 ORDER BY occur_time, id",
+    )
+    .bind(lead)
+    .bind(floor)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    rows.iter()
+        .map(|row| {
+            let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
+            Activity::decode(data.as_slice())
+                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))
+        })
+        .collect()
 }

@@ -27,7 +27,8 @@ use sqlx::Row;
 
 use super::{redirects, rules, validate};
 use crate::error::Result;
-use crate::stages::{self, scores, stage_of};
+use crate::scoring::{self, scores};
+use crate::stages::{self, stage_of};
 use crate::tables::Leads;
 
 /// Idempotency ledger method of `MergeLeads`.
@@ -140,9 +141,9 @@ pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
             }
             validate(&lead, "lead")?;
             let lead = tx.replace::<Leads>(lead).await?;
-            let outcome = stages::rescore(tx, lead, MERGE_CAUSE).await?;
+            let outcome = scoring::rescore(tx, lead, MERGE_CAUSE).await?;
             tx.emit::<Leads>("merged", &outcome.lead).await?;
-            stages::emit(tx, &outcome).await?;
+            scoring::emit(tx, &outcome).await?;
             Ok(outcome.lead)
         })
         .await

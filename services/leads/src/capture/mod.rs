@@ -160,9 +160,9 @@ async fn insert_graded(
     cause: &str,
 ) -> Result<Lead> {
     let created = tx.insert::<Leads>("", lead_id, lead).await?;
-    let outcome = crate::stages::rescore(tx, created, cause).await?;
+    let outcome = crate::scoring::rescore(tx, created, cause).await?;
     tx.emit::<Leads>("created", &outcome.lead).await?;
-    crate::stages::emit(tx, &outcome).await?;
+    crate::scoring::emit(tx, &outcome).await?;
     Ok(outcome.lead)
 }
 
@@ -186,11 +186,25 @@ pub async fn update(store: &Store, patch: Lead, mask: Option<&FieldMask>) -> Res
     }
     let updated = tx.replace::<Leads>(lead).await?;
     // A changed profile regrades the lead (fit rules), which can carry it over the MQL line.
-    let outcome = crate::stages::rescore(&mut tx, updated, "UpdateLead").await?;
+    let outcome = crate::scoring::rescore(&mut tx, updated, "UpdateLead").await?;
     tx.emit::<Leads>("updated", &outcome.lead).await?;
-    crate::stages::emit(&mut tx, &outcome).await?;
+    crate::scoring::emit(&mut tx, &outcome).await?;
     tx.commit().await?;
     Ok(outcome.lead)
+}
+
+/// Deletes the lead `name` (after the etag check) with its stage history, so a lead created
+/// later under the same id starts with none; emits `lead.deleted`.
+pub async fn delete(store: &Store, name: &str, etag: &str) -> Result<Lead> {
+    let mut tx = store.begin().await?;
+    let current = tx.get::<Leads>(name).await?;
+    kizuna_store::check_etag::<Leads>(&current, etag)?;
+    tx.remove::<Leads>(name).await?;
+    crate::scoring::scores::forget(&mut tx, name).await?;
+    crate::stages::forget_history(&mut tx, name).await?;
+    tx.emit::<Leads>("deleted", &current).await?;
+    tx.commit().await?;
+    Ok(current)
 }
 
 /// The live lead behind `name` (itself, or the lead it was merged into); names that are not
@@ -342,13 +356,13 @@ async fn merge_captured(
         validate(&stored, "lead")?;
         stored = tx.replace::<Leads>(stored).await?;
         // Filled profile fields can change the grade (and so the MQL crossing).
-        let rescored = crate::stages::rescore(tx, stored, "CaptureLead").await?;
+        let rescored = crate::scoring::rescore(tx, stored, "CaptureLead").await?;
         stored = rescored.lead.clone();
         outcome = Some(rescored);
     }
     tx.emit::<Leads>("merged", &stored).await?;
     if let Some(outcome) = &outcome {
-        crate::stages::emit(tx, outcome).await?;
+        crate::scoring::emit(tx, outcome).await?;
     }
     Ok(CaptureLeadResponse {
         lead: Some(stored),

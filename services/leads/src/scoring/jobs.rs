@@ -27,7 +27,7 @@ use sqlx::Row;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
-use crate::stages::{self, apply};
+use crate::scoring::{self, apply};
 use crate::tables::{Leads, RescoringJobs, ScoringModels};
 
 /// How long a claimed job stays claimed without progress.
@@ -331,7 +331,7 @@ impl Runner {
             .iter()
             .zip(&before)
             .filter(|(o, (score, grade))| {
-                (o.lead.score - score).abs() >= stages::SCORE_EPSILON || o.lead.grade != *grade
+                (o.lead.score - score).abs() >= scoring::SCORE_EPSILON || o.lead.grade != *grade
             })
             .count() as i64;
         let qualified = outcomes
@@ -358,7 +358,7 @@ impl Runner {
         .instrument(db_span(&db, "UPDATE", "rescoring_jobs"))
         .await
         .map_err(db_error)?;
-        stages::emit_all(&mut tx, &outcomes).await?;
+        scoring::emit_all(&mut tx, &outcomes).await?;
         tx.commit().await?;
         tracing::debug!(job = %job.name, scored = job.leads_scored, "rescoring chunk committed");
         Ok(true)

@@ -1,16 +1,28 @@
-//! Scoring models: engagement rules (points per activity, decaying with a half-life) and fit
-//! rules (profile fields giving a grade A-D), plus the MQL thresholds. This module keeps the
-//! models themselves; [`engine`] applies a model to a lead.
+//! Lead scoring, all of it: the models (engagement rules with points per activity decaying
+//! with a half-life, fit rules giving a grade A-D, the MQL thresholds; this module), the pure
+//! [`engine`] and its incremental [`state`], applying scores to leads as activities arrive
+//! ([`apply`], which moves leads to ENGAGED and MQL through `crate::stages`), the stored
+//! score states and batched `lead.score_changed` ([`scores`]), rescoring jobs ([`jobs`]) and
+//! the explained score of `GetLeadScore` ([`explain`]).
 
+pub mod apply;
 pub mod engine;
+pub mod explain;
 pub mod jobs;
+pub mod scores;
 pub mod state;
+
+pub use apply::{ACTIVITY_CAUSE, Outcome, emit, emit_all, rescore, score_after_activity};
+pub use scores::SCORE_EPSILON;
 
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{ActivityKind, ScoringModel, scoring_model};
-use kizuna_store::{Store, apply_mask};
+use kizuna_store::{Store, apply_mask, db_error};
 
 use prost_types::FieldMask;
+
+use prost::Message;
+use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::tables::ScoringModels;
@@ -180,4 +192,25 @@ pub async fn update(
     tx.emit::<ScoringModels>("updated", &updated).await?;
     tx.commit().await?;
     Ok((updated, started))
+}
+
+/// The newest published scoring model (by update time), if any.
+pub async fn published_model(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Option<ScoringModel>, ApiError> {
+    let row = sqlx::query(
+        "SELECT data FROM scoring_models WHERE parent = $1 AND state = $2 \
+         ORDER BY update_time DESC, id DESC LIMIT 1",
+    )
+    .bind("")
+    .bind("PUBLISHED")
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    row.map(|row| {
+        let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
+        ScoringModel::decode(data.as_slice())
+            .map_err(|e| ApiError::Internal(format!("stored ScoringModel is corrupt: {e}")))
+    })
+    .transpose()
 }

@@ -8,45 +8,27 @@
 //! [`WriteTx::get`], which row-locks it on PostgreSQL (SQLite has one writer at a time), so
 //! concurrent changes of one lead apply one after another and a crossing happens exactly once.
 //!
-//! Scoring on ingest ([`score_after_activity`]) and [`lead_score()`] evaluate the newest published
-//! scoring model (by update time) with [`engine::evaluate`]. A `RecycleLead` with `reset_score`
-//! records a floor: activities that occurred at or before it no longer count.
-
-use std::collections::HashMap;
+//! Scores move leads too (ENGAGED, MQL): `crate::scoring::apply` decides and records those
+//! moves here ([`record_changes`]). A `RecycleLead` with `reset_score` records a floor
+//! ([`score_floor`]): activities that occurred at or before it no longer count.
 
 use kizuna_errors::{ApiError, Validator};
-use kizuna_proto::leads::{
-    Activity, Lead, LeadScore, ListStageChangesResponse, ScoringModel, StageChange, lead_score,
-};
+use kizuna_proto::leads::{Lead, ListStageChangesResponse, StageChange};
 use kizuna_proto::types::LifecycleStage;
-use kizuna_store::outbox::NewEvent;
 use kizuna_store::page::{decode_token, encode_token, page_size, query_hash};
 use kizuna_store::{
     Column, ListQuery, MAX_REQUEST_ID_CHARS, Sql, Store, Value, WriteTx, db_error, db_span,
 };
-use prost::Message;
-use prost_types::Timestamp;
 use sqlx::Row;
 use tracing::Instrument;
 
 use crate::error::Result;
-use crate::scoring::engine::{self, RuleKind};
 use crate::tables::{Leads, stage_name};
 
-pub mod apply;
-pub mod scores;
-
-pub use scores::SCORE_EPSILON;
-
-use apply::activity_time;
 /// Longest accepted recycle or disqualification reason.
 pub const MAX_REASON_CHARS: usize = 500;
 /// FAILED_PRECONDITION reason: the lead's stage does not allow the change.
 pub const STAGE_TRANSITION_NOT_ALLOWED: &str = "STAGE_TRANSITION_NOT_ALLOWED";
-/// FAILED_PRECONDITION reason: no scoring model is published.
-pub const NO_PUBLISHED_MODEL: &str = "NO_PUBLISHED_MODEL";
-/// Cause recorded for changes made while recording an activity.
-pub const ACTIVITY_CAUSE: &str = "activity.created";
 
 const TABLE: &str = "lead_stage_changes";
 
@@ -146,29 +128,8 @@ pub(crate) async fn record_changes(
     Ok(())
 }
 
-/// The newest published scoring model (by update time), if any.
-pub async fn published_model(
-    conn: &mut sqlx::AnyConnection,
-) -> Result<Option<ScoringModel>, ApiError> {
-    let row = sqlx::query(
-        "SELECT data FROM scoring_models WHERE parent = $1 AND state = $2 \
-         ORDER BY update_time DESC, id DESC LIMIT 1",
-    )
-    .bind("")
-    .bind("PUBLISHED")
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    row.map(|row| {
-        let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
-        ScoringModel::decode(data.as_slice())
-            .map_err(|e| ApiError::Internal(format!("stored ScoringModel is corrupt: {e}")))
-    })
-    .transpose()
-}
-
 /// The latest score reset of `lead` at or before `as_of` (microseconds), if any.
-async fn score_floor(
+pub(crate) async fn score_floor(
     conn: &mut sqlx::AnyConnection,
     lead: &str,
     as_of: i64,
@@ -188,120 +149,7 @@ async fn score_floor(
         .transpose()
 }
 
-/// The activities of `lead` that count for its score: those after its score floor.
-async fn scored_activities(
-    conn: &mut sqlx::AnyConnection,
-    lead: &str,
-    as_of: i64,
-) -> Result<Vec<Activity>, ApiError> {
-    let floor = score_floor(conn, lead, as_of).await?.unwrap_or(i64::MIN);
-    let rows = sqlx::query(
-        "SELECT data FROM activities WHERE parent = $1 AND occur_time > $2 ORDER BY occur_time, id",
-    )
-    .bind(lead)
-    .bind(floor)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    rows.iter()
-        .map(|row| {
-            let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
-            Activity::decode(data.as_slice())
-                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))
-        })
-        .collect()
-}
-
-/// What recording an activity did to its lead: the stored lead and the `lead.*` event verbs
-/// to emit, in order.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The lead as stored.
-    pub lead: Lead,
-    /// Verbs of the `lead.*` events to emit (`engaged`, `qualified`); score changes are
-    /// announced in batches by [`scores::flush`].
-    pub events: Vec<&'static str>,
-}
-
-/// Inside the activity's write transaction, after the activity is inserted and with `lead`
-/// read (and locked) by [`WriteTx::get`]: moves a LEAD to ENGAGED, rescores it (incrementally
-/// when it can) and moves it to MQL when it passes the thresholds ([`apply::apply`]). The
-/// caller emits [`Outcome::events`] with [`emit`] as the last writes.
-pub async fn score_after_activity(
-    tx: &mut WriteTx<'_>,
-    lead: Lead,
-    activity: &Activity,
-) -> Result<Outcome, ApiError> {
-    let model = published_model(tx.conn()).await?;
-    let new = HashMap::from([(lead.name.clone(), vec![activity.clone()])]);
-    let cause = apply::Cause {
-        cause: ACTIVITY_CAUSE,
-        engage: true,
-    };
-    let mut outcomes = apply::apply(
-        tx,
-        vec![lead],
-        &new,
-        model.as_ref(),
-        apply::Rescore::Incremental,
-        cause,
-    )
-    .await?;
-    outcomes
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no outcome for the lead".into()))
-}
-
-/// Inside a write transaction, with `lead` read (and locked) by [`WriteTx::get`]: rescores it
-/// from all its counted activities under the newest published model and moves a lead in
-/// ENGAGED or RECYCLED whose score and grade pass the thresholds to MQL, recording `cause`
-/// (e.g. `lead.merged`). The caller emits [`Outcome::events`] with [`emit`] as the last writes.
-pub async fn rescore(tx: &mut WriteTx<'_>, lead: Lead, cause: &str) -> Result<Outcome, ApiError> {
-    let model = published_model(tx.conn()).await?;
-    let cause = apply::Cause {
-        cause,
-        engage: false,
-    };
-    let mut outcomes = apply::apply(
-        tx,
-        vec![lead],
-        &HashMap::new(),
-        model.as_ref(),
-        apply::Rescore::Rebuild,
-        cause,
-    )
-    .await?;
-    outcomes
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no outcome for the lead".into()))
-}
-
-/// Emits the `lead.*` events of `outcome`; call as the transaction's last writes.
-pub async fn emit(tx: &mut WriteTx<'_>, outcome: &Outcome) -> Result<(), ApiError> {
-    emit_all(tx, std::slice::from_ref(outcome)).await
-}
-
-/// Emits the `lead.*` events of every outcome, in order, with multi-row inserts; call as the
-/// transaction's last writes.
-pub async fn emit_all(tx: &mut WriteTx<'_>, outcomes: &[Outcome]) -> Result<(), ApiError> {
-    let events = outcomes
-        .iter()
-        .flat_map(|outcome| {
-            outcome.events.iter().map(|verb| NewEvent {
-                event_type: format!("lead.{verb}"),
-                subject: outcome.lead.name.clone(),
-                type_url: format!(
-                    "type.googleapis.com/{}",
-                    <Leads as kizuna_store::Table>::PROTO_NAME
-                ),
-                data: outcome.lead.encode_to_vec(),
-            })
-        })
-        .collect();
-    tx.emit_many(events).await
-}
-
-fn validate_name(v: &mut Validator, field: &str, name: &str) {
+pub(crate) fn validate_name(v: &mut Validator, field: &str, name: &str) {
     v.required(field, name);
     if !name.is_empty() && kizuna_store::parse_name::<Leads>(name).is_none() {
         v.violation(
@@ -309,62 +157,6 @@ fn validate_name(v: &mut Validator, field: &str, name: &str) {
             "must be a Lead name like `leads/{id}` (ids: a-z, 0-9, -)",
         );
     }
-}
-
-/// The live score of the lead `name` as of `as_of` (default now) under the newest published
-/// model, counting the activities that occurred by then.
-pub async fn lead_score(store: &Store, name: &str, as_of: Option<Timestamp>) -> Result<LeadScore> {
-    let mut v = Validator::new();
-    validate_name(&mut v, "name", name);
-    if let Some(ts) = &as_of {
-        v.check(
-            (0..1_000_000_000).contains(&ts.nanos),
-            "as_of",
-            "nanos out of range",
-        );
-    }
-    v.finish()?;
-    let as_of = as_of
-        .as_ref()
-        .map(kizuna_store::time::from_timestamp)
-        .unwrap_or_else(kizuna_db::now_micros);
-    let lead = store.get::<Leads>(name).await?;
-    let mut conn = store.db().acquire().await.map_err(db_error)?;
-    let model = published_model(&mut conn)
-        .await?
-        .ok_or_else(|| ApiError::FailedPrecondition {
-            reason: NO_PUBLISHED_MODEL,
-            message: "no scoring model is published; publish one to score leads".into(),
-        })?;
-    let activities: Vec<Activity> = scored_activities(&mut conn, name, as_of)
-        .await?
-        .into_iter()
-        .filter(|a| activity_time(a).is_some_and(|t| t <= as_of))
-        .collect();
-    let score = engine::evaluate(&model, &lead, &activities, as_of);
-    let contributions = score
-        .breakdown
-        .iter()
-        .map(|c| lead_score::RuleContribution {
-            rule_id: c.rule_id.clone(),
-            kind: match c.kind {
-                RuleKind::Engagement => lead_score::RuleKind::Engagement,
-                RuleKind::Fit => lead_score::RuleKind::Fit,
-            } as i32,
-            points: c.points,
-            activities: i32::try_from(c.activities).unwrap_or(i32::MAX),
-        })
-        .collect();
-    Ok(LeadScore {
-        lead: lead.name,
-        scoring_model: model.name,
-        scoring_model_revision: model.revision,
-        score: score.score,
-        grade: score.grade,
-        qualifies: score.qualifies,
-        contributions,
-        as_of: Some(kizuna_store::time::to_timestamp(as_of)),
-    })
 }
 
 /// The newest history row of `lead`: (to stage, reason).
@@ -402,13 +194,13 @@ async fn apply(
         // The activities so far stop counting: drop the incremental state (the next activity
         // rebuilds it from the activities after this change) and store 0.
         lead.score = 0.0;
-        let previous = scores::load(tx, std::slice::from_ref(&lead.name))
+        let previous = crate::scoring::scores::load(tx, std::slice::from_ref(&lead.name))
             .await?
             .remove(&lead.name)
             .unwrap_or_default();
-        scores::store(
+        crate::scoring::scores::store(
             tx,
-            &[scores::Write {
+            &[crate::scoring::scores::Write {
                 lead: &lead.name,
                 state: None,
                 score: 0.0,
@@ -601,22 +393,17 @@ pub async fn list_changes(
     })
 }
 
-/// Deletes the lead `name` (after the etag check) with its stage history, so a lead created
-/// later under the same id starts with none; emits `lead.deleted`.
-pub async fn delete_lead(store: &Store, name: &str, etag: &str) -> Result<Lead> {
-    let mut tx = store.begin().await?;
-    let current = tx.get::<Leads>(name).await?;
-    kizuna_store::check_etag::<Leads>(&current, etag)?;
-    tx.remove::<Leads>(name).await?;
-    scores::forget(&mut tx, name).await?;
+/// Inside `tx`: forgets the stage history of `lead` (deleted), so a lead created later under
+/// the same id starts with none.
+pub(crate) async fn forget_history(tx: &mut WriteTx<'_>, lead: &str) -> Result<(), ApiError> {
+    let db = tx.db().clone();
     sqlx::query("DELETE FROM lead_stage_changes WHERE lead_name = $1")
-        .bind(name)
+        .bind(lead)
         .execute(tx.conn())
+        .instrument(db_span(&db, "DELETE", TABLE))
         .await
         .map_err(db_error)?;
-    tx.emit::<Leads>("deleted", &current).await?;
-    tx.commit().await?;
-    Ok(current)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -664,17 +451,5 @@ mod tests {
         for to in [Lead, Engaged, Mql, Unspecified, Customer] {
             assert!(!transition_allowed(Lead, to), "RPCs never move to {to:?}");
         }
-    }
-
-    #[test]
-    fn activity_time_falls_back_to_create_time() {
-        let mut activity = Activity {
-            create_time: Some(kizuna_store::time::to_timestamp(5)),
-            ..Default::default()
-        };
-        assert_eq!(activity_time(&activity), Some(5));
-        activity.occur_time = Some(kizuna_store::time::to_timestamp(3));
-        assert_eq!(activity_time(&activity), Some(3));
-        assert_eq!(activity_time(&Activity::default()), None);
     }
 }

@@ -17,15 +17,109 @@ use std::collections::HashMap;
 use kizuna_errors::ApiError;
 use kizuna_proto::leads::{Activity, Lead, ScoringModel};
 use kizuna_proto::types::LifecycleStage;
+use kizuna_store::outbox::NewEvent;
 use kizuna_store::{Sql, WriteTx, db_error, db_span};
 use prost::Message;
 use sqlx::Row;
 use tracing::Instrument;
 
-use super::{Outcome, Transition, scores, stage_of};
+use super::{published_model, scores};
 use crate::scoring::engine;
 use crate::scoring::state::{ScoreState, score_from_state};
+use crate::stages::{Transition, stage_of};
 use crate::tables::Leads;
+
+/// Cause recorded for changes made while recording an activity.
+pub const ACTIVITY_CAUSE: &str = "activity.created";
+
+/// What recording an activity did to its lead: the stored lead and the `lead.*` event verbs
+/// to emit, in order.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The lead as stored.
+    pub lead: Lead,
+    /// Verbs of the `lead.*` events to emit (`engaged`, `qualified`); score changes are
+    /// announced in batches by [`scores::flush`].
+    pub events: Vec<&'static str>,
+}
+
+/// Inside the activity's write transaction, after the activity is inserted and with `lead`
+/// read (and locked) by [`WriteTx::get`]: moves a LEAD to ENGAGED, rescores it (incrementally
+/// when it can) and moves it to MQL when it passes the thresholds ([`apply()`]). The
+/// caller emits [`Outcome::events`] with [`emit`] as the last writes.
+pub async fn score_after_activity(
+    tx: &mut WriteTx<'_>,
+    lead: Lead,
+    activity: &Activity,
+) -> Result<Outcome, ApiError> {
+    let model = published_model(tx.conn()).await?;
+    let new = HashMap::from([(lead.name.clone(), vec![activity.clone()])]);
+    let cause = Cause {
+        cause: ACTIVITY_CAUSE,
+        engage: true,
+    };
+    let mut outcomes = apply(
+        tx,
+        vec![lead],
+        &new,
+        model.as_ref(),
+        Rescore::Incremental,
+        cause,
+    )
+    .await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no outcome for the lead".into()))
+}
+
+/// Inside a write transaction, with `lead` read (and locked) by [`WriteTx::get`]: rescores it
+/// from all its counted activities under the newest published model and moves a lead in
+/// ENGAGED or RECYCLED whose score and grade pass the thresholds to MQL, recording `cause`
+/// (e.g. `lead.merged`). The caller emits [`Outcome::events`] with [`emit`] as the last writes.
+pub async fn rescore(tx: &mut WriteTx<'_>, lead: Lead, cause: &str) -> Result<Outcome, ApiError> {
+    let model = published_model(tx.conn()).await?;
+    let cause = Cause {
+        cause,
+        engage: false,
+    };
+    let mut outcomes = apply(
+        tx,
+        vec![lead],
+        &HashMap::new(),
+        model.as_ref(),
+        Rescore::Rebuild,
+        cause,
+    )
+    .await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no outcome for the lead".into()))
+}
+
+/// Emits the `lead.*` events of `outcome`; call as the transaction's last writes.
+pub async fn emit(tx: &mut WriteTx<'_>, outcome: &Outcome) -> Result<(), ApiError> {
+    emit_all(tx, std::slice::from_ref(outcome)).await
+}
+
+/// Emits the `lead.*` events of every outcome, in order, with multi-row inserts; call as the
+/// transaction's last writes.
+pub async fn emit_all(tx: &mut WriteTx<'_>, outcomes: &[Outcome]) -> Result<(), ApiError> {
+    let events = outcomes
+        .iter()
+        .flat_map(|outcome| {
+            outcome.events.iter().map(|verb| NewEvent {
+                event_type: format!("lead.{verb}"),
+                subject: outcome.lead.name.clone(),
+                type_url: format!(
+                    "type.googleapis.com/{}",
+                    <Leads as kizuna_store::Table>::PROTO_NAME
+                ),
+                data: outcome.lead.encode_to_vec(),
+            })
+        })
+        .collect();
+    tx.emit_many(events).await
+}
 
 /// What to do about the score state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +296,7 @@ pub async fn apply(
             outcomes[i].lead = lead;
         }
     }
-    super::record_changes(tx, &transitions, now).await?;
+    crate::stages::record_changes(tx, &transitions, now).await?;
     let writes: Vec<scores::Write<'_>> = states
         .iter()
         .map(|(name, state, score, grade, previous)| scores::Write {
@@ -309,4 +403,21 @@ pub async fn counted_activities(
         }
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_time_falls_back_to_create_time() {
+        let mut activity = Activity {
+            create_time: Some(kizuna_store::time::to_timestamp(5)),
+            ..Default::default()
+        };
+        assert_eq!(activity_time(&activity), Some(5));
+        activity.occur_time = Some(kizuna_store::time::to_timestamp(3));
+        assert_eq!(activity_time(&activity), Some(3));
+        assert_eq!(activity_time(&Activity::default()), None);
+    }
 }
