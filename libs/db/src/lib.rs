@@ -5,17 +5,33 @@
 //! Queries go through sqlx's `Any` driver so one SQL text serves both backends (both accept `$1`
 //! placeholders). Only the types `Any` supports cross the boundary: integers, floats, text and
 //! bytes; times are stored as integer microseconds since the Unix epoch (UTC).
+//!
+//! Faults: [`fault::classify`] is the one reading of driver errors (a lost or refused
+//! connection is [`Fault::Unreachable`]); [`Outage`] tracks whether the database is reachable
+//! for the calls and the health probe; [`Database::acquire`] waits for a connection no longer
+//! than the call's deadline allows ([`deadline`]) and refuses at once during an outage.
 
+pub mod deadline;
+pub mod fault;
 mod migrate;
+mod outage;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kizuna_settings::{DatabaseSettings, Secret};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection, Executor, SqlSafeStr, Transaction};
 
+pub use fault::Fault;
 pub use migrate::{Migration, MigrationError, RESOURCE_COLUMNS};
+pub use outage::{FAIL_FAST_WINDOW, Outage};
+
+/// Longest a health probe waits for the database (connecting and its query) before it counts
+/// as a failure. With a probe every second, an outage is seen within 1.5 s.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Which database engine a pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +88,11 @@ pub struct Database {
     backend: Backend,
     namespace: String,
     statement_bytes: usize,
+    options: AnyConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    outage: Outage,
+    probe: Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
     required_schema: i64,
 }
 
@@ -82,6 +103,9 @@ pub enum Readiness {
     Ready,
     /// It does not answer.
     Unreachable,
+    /// The probe was not answered in time, but calls were served meanwhile: a slow database,
+    /// not a down one; nothing is known about its schema.
+    Busy,
     /// It answers, but `kizuna migrate` has not brought its schema up to this binary's.
     SchemaBehind {
         /// The newest migration applied (0: none).
@@ -96,6 +120,7 @@ impl std::fmt::Display for Readiness {
         match self {
             Readiness::Ready => f.write_str("ready"),
             Readiness::Unreachable => f.write_str("database unreachable"),
+            Readiness::Busy => f.write_str("database slow to answer"),
             Readiness::SchemaBehind { current, required } => write!(
                 f,
                 "database schema is at migration {current}, this binary needs {required}: \
@@ -148,9 +173,10 @@ impl Database {
             LOCAL_STATEMENT_BYTES
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let acquire_timeout = Duration::from_secs(settings.acquire_timeout_secs);
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -163,13 +189,18 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             url: Secret::new(url),
             backend,
+            outage: Outage::new(&namespace),
             namespace,
             statement_bytes,
+            options,
+            max_connections: settings.max_connections,
+            acquire_timeout,
+            probe: Arc::default(),
             required_schema: 0,
         })
     }
@@ -187,31 +218,17 @@ impl Database {
         self.required_schema
     }
 
-    /// Whether the database answers and its schema is what the binary needs (one query).
+    /// Whether the database answers and its schema is what the binary needs: the health
+    /// probe ([`Database::ping`] reading the schema version).
     pub async fn readiness(&self) -> Readiness {
-        if self.required_schema == 0 {
-            return if self.ping().await {
-                Readiness::Ready
-            } else {
-                Readiness::Unreachable
-            };
-        }
-        let current =
-            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM kizuna_migrations")
-                .fetch_one(&self.pool)
-                .await;
-        match current {
-            Ok(current) if current.unwrap_or(0) >= self.required_schema => Readiness::Ready,
-            Ok(current) => Readiness::SchemaBehind {
-                current: current.unwrap_or(0),
+        match self.probe().await {
+            Probe::Unreachable => Readiness::Unreachable,
+            Probe::Busy => Readiness::Busy,
+            Probe::Answered(current) if current >= self.required_schema => Readiness::Ready,
+            Probe::Answered(current) => Readiness::SchemaBehind {
+                current,
                 required: self.required_schema,
             },
-            // The database answered, but has no bookkeeping table yet: never migrated.
-            Err(sqlx::Error::Database(_)) => Readiness::SchemaBehind {
-                current: 0,
-                required: self.required_schema,
-            },
-            Err(_) => Readiness::Unreachable,
         }
     }
 
@@ -221,9 +238,58 @@ impl Database {
         self.statement_bytes
     }
 
-    /// The pool, for queries.
+    /// The pool, for queries. Prefer [`Database::acquire`], which bounds the wait by the
+    /// call's deadline and refuses at once during an outage.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// What is known about the database being reachable.
+    pub fn outage(&self) -> &Outage {
+        &self.outage
+    }
+
+    /// A pooled connection, waiting at most the pool's acquire timeout or until the call being
+    /// served must be answered ([`deadline::wait_bound`]), whichever comes first. During an
+    /// outage it fails at once ([`Outage::admit`]). Errors are driver errors, classified
+    /// [`Fault::Unreachable`] when no connection could be had.
+    pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        if !self.outage.admit() {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the database is unreachable (outage under way)",
+            )));
+        }
+        let wait = deadline::wait_bound(self.acquire_timeout);
+        match tokio::time::timeout(wait, self.pool.acquire()).await {
+            Ok(Ok(conn)) => {
+                self.outage.record_success();
+                Ok(conn)
+            }
+            Ok(Err(error)) => {
+                if fault::is_unreachable(&error) && !self.pool_busy() {
+                    self.outage.record_failure(&error);
+                }
+                Err(error)
+            }
+            Err(_) => {
+                // Waiting while every connection is busy is load, not an outage; with room in
+                // the pool, no connection within the wait means the database does not answer.
+                if !self.pool_busy() {
+                    self.outage.record_failure(&format_args!(
+                        "no connection within {} ms (connections refused, dropped or hanging)",
+                        wait.as_millis()
+                    ));
+                }
+                Err(sqlx::Error::PoolTimedOut)
+            }
+        }
+    }
+
+    /// Whether every connection of the pool is in use (so a wait says nothing about the
+    /// database being reachable).
+    fn pool_busy(&self) -> bool {
+        self.pool.size() >= self.max_connections && self.pool.num_idle() == 0
     }
 
     /// The connection URL (for a dedicated connection such as `LISTEN`).
@@ -254,16 +320,74 @@ impl Database {
     ///
     /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers queue on the
     /// busy timeout instead of one failing when it upgrades a read lock.
+    ///
+    /// The connection comes from [`Database::acquire`]; the `BEGIN` itself is not bounded (on
+    /// SQLite it queues behind other writers for the busy timeout, which is load, not an
+    /// outage).
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        let conn = self.acquire().await?;
+        let statement = match self.backend {
+            Backend::Sqlite => Some("BEGIN IMMEDIATE".into_sql_str()),
+            Backend::Postgres => None,
+        };
+        // `Pool::begin` does the same over `Pool::acquire`; this one starts from our bounded
+        // acquire.
+        Transaction::begin(conn, statement).await
     }
 
-    /// Whether the database answers a trivial query now.
+    /// Whether the database answers within [`PROBE_TIMEOUT`]: the health probe.
+    ///
+    /// It runs on a connection of its own, outside the pool, so a pool busy with calls is not
+    /// taken for an outage and the cause of a failure is the driver's own (refused, dropped,
+    /// not answering). A probe connection that died (a terminated backend, a restart) is
+    /// replaced within the same probe. The probe is never refused during an outage (it is how
+    /// the end of one is seen) and records its outcome in [`Database::outage`].
+    ///
+    /// A probe that times out while calls got working connections meanwhile finds the database
+    /// slow, not down: it records nothing (so a loaded database does not turn health
+    /// NOT_SERVING and start refusing calls).
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        matches!(self.probe().await, Probe::Answered(_))
+    }
+
+    /// The probe behind [`Database::ping`] and [`Database::readiness`].
+    async fn probe(&self) -> Probe {
+        let started = tokio::time::Instant::now().into_std();
+        let mut slot = self.probe.lock().await;
+        let required = self.required_schema;
+        let probe = async {
+            if let Some(conn) = slot.as_mut() {
+                match schema_on(conn, required).await {
+                    Ok(current) => return Ok(current),
+                    // A dead probe connection: try a fresh one.
+                    Err(error) if fault::is_unreachable(&error) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            *slot = None;
+            let mut conn = sqlx::AnyConnection::connect_with(&self.options).await?;
+            let current = schema_on(&mut conn, required).await?;
+            *slot = Some(conn);
+            Ok::<i64, sqlx::Error>(current)
+        };
+        let failure = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(current)) => {
+                self.outage.record_success();
+                return Probe::Answered(current);
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) if self.outage.answered_since(started) => {
+                *slot = None;
+                return Probe::Busy;
+            }
+            Err(_) => format!(
+                "no answer to the health probe within {} ms",
+                PROBE_TIMEOUT.as_millis()
+            ),
+        };
+        *slot = None;
+        self.outage.record_failure(&failure);
+        Probe::Unreachable
     }
 
     /// Applies the migrations not yet applied, in version order.
@@ -273,7 +397,39 @@ impl Database {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
+        if let Some(conn) = self.probe.lock().await.take() {
+            let _ = conn.close().await;
+        }
         self.pool.close().await;
+    }
+}
+
+/// What one health probe found.
+enum Probe {
+    /// The database answered; the newest migration applied (0 when none, or none required).
+    Answered(i64),
+    /// No answer in time, but calls got working connections meanwhile.
+    Busy,
+    /// No answer.
+    Unreachable,
+}
+
+/// The newest migration applied, read on `conn` (0 when the bookkeeping table does not exist
+/// yet); just `SELECT 1` when `required` is 0.
+async fn schema_on(conn: &mut sqlx::AnyConnection, required: i64) -> Result<i64, sqlx::Error> {
+    if required == 0 {
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        return Ok(0);
+    }
+    let current =
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM kizuna_migrations")
+            .fetch_one(&mut *conn)
+            .await;
+    match current {
+        Ok(current) => Ok(current.unwrap_or(0)),
+        // The database answered, but has no bookkeeping table yet: never migrated.
+        Err(error @ sqlx::Error::Database(_)) if !fault::is_unreachable(&error) => Ok(0),
+        Err(error) => Err(error),
     }
 }
 

@@ -115,9 +115,17 @@ pub enum ApiError {
         /// What is wrong, for a person.
         message: String,
     },
-    /// A dependency (the database, another service) cannot be reached now; retry later.
-    #[error("{0} is unavailable; retry later")]
-    Unavailable(String),
+    /// A dependency (the database, another service) cannot serve the call now; the call can be
+    /// retried after `retry_delay` (sent as `RetryInfo`).
+    #[error("{dependency} is unavailable; retry later")]
+    Unavailable {
+        /// What cannot serve the call, e.g. `database`.
+        dependency: String,
+        /// UPPER_SNAKE_CASE reason, e.g. `DATABASE_UNAVAILABLE`.
+        reason: &'static str,
+        /// How long a client should wait before retrying.
+        retry_delay: std::time::Duration,
+    },
     /// A defect or an unexpected failure; the cause is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -155,6 +163,16 @@ impl ApiError {
         ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
+    /// UNAVAILABLE because `dependency` cannot serve the call now (reason `UNAVAILABLE`, retry
+    /// after a second).
+    pub fn unavailable(dependency: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            dependency: dependency.into(),
+            reason: "UNAVAILABLE",
+            retry_delay: std::time::Duration::from_secs(1),
+        }
+    }
+
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
@@ -163,7 +181,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => Code::AlreadyExists,
             ApiError::EtagMismatch { .. } => Code::Aborted,
             ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
-            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         }
     }
@@ -176,7 +194,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => "RESOURCE_ALREADY_EXISTS",
             ApiError::EtagMismatch { .. } => "ETAG_MISMATCH",
             ApiError::FailedPrecondition { reason, .. } => reason,
-            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Unavailable { reason, .. } => reason,
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -210,7 +228,15 @@ impl ApiError {
                 reason,
                 message: clip_quoted(&message, MAX_MESSAGE_BYTES),
             },
-            ApiError::Unavailable(what) => ApiError::Unavailable(name(what)),
+            ApiError::Unavailable {
+                dependency,
+                reason,
+                retry_delay,
+            } => ApiError::Unavailable {
+                dependency: name(dependency),
+                reason,
+                retry_delay,
+            },
             internal @ ApiError::Internal(_) => internal,
         }
     }
@@ -242,8 +268,13 @@ impl ApiError {
                 metadata.insert("current_etag".to_owned(), current.clone());
             }
             ApiError::FailedPrecondition { .. } => {}
-            ApiError::Unavailable(what) => {
-                metadata.insert("dependency".to_owned(), what.clone());
+            ApiError::Unavailable {
+                dependency,
+                retry_delay,
+                ..
+            } => {
+                metadata.insert("dependency".to_owned(), dependency.clone());
+                details.set_retry_info(Some(*retry_delay));
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error.message = %cause, "internal error");
@@ -446,6 +477,26 @@ mod tests {
         assert_eq!(info.metadata["limit_bytes"], "4194304");
         assert!(request_too_large(&Status::out_of_range("page 9 of 3"), "x").is_none());
         assert!(request_too_large(&Status::internal("x"), "x").is_none());
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let status = ApiError::Unavailable {
+            dependency: "database".into(),
+            reason: "DATABASE_UNAVAILABLE",
+            retry_delay: std::time::Duration::from_secs(1),
+        }
+        .into_status("leads.kizuna.dev");
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("info").reason,
+            "DATABASE_UNAVAILABLE"
+        );
+        assert_eq!(
+            details.retry_info().expect("retry info").retry_delay,
+            Some(std::time::Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! answers and its schema is at least the binary's, and NOT_SERVING otherwise, with the reason
 //! in the log (readiness); [`LIVENESS_SERVICE`] is SERVING as
 //! long as the process runs (liveness). Shutdown turns everything NOT_SERVING.
+//!
+//! Reachability follows the database's [`Outage`](kizuna_db::Outage) tracker: the probe
+//! ([`Database::readiness`], at most [`kizuna_db::PROBE_TIMEOUT`], every
+//! `database.health_interval_secs`) feeds it, and so do calls that cannot get a connection, so
+//! health turns NOT_SERVING as soon as either sees the outage and SERVING at the first probe
+//! that succeeds. The tracker logs the outage's start and end; this module logs a schema that
+//! is behind.
 
 use std::time::Duration;
 
@@ -41,61 +48,70 @@ pub(crate) async fn spawn_probe(
         });
         return;
     };
-    let mut readiness = database.readiness().await;
-    let mut up = readiness == Readiness::Ready;
-    set_all(
-        &reporter,
-        &names,
-        if up {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        },
-    )
-    .await;
-    if !up {
-        tracing::warn!(
-            db.namespace = database.namespace(),
-            reason = %readiness,
-            "health is NOT_SERVING"
-        );
-    }
+    let mut reachable = database.outage().subscribe();
+    // The last schema state read; an unreachable database leaves it as it was.
+    let mut behind = None;
+    note_schema(&database, &mut behind, database.readiness().await);
+    let mut serving = *reachable.borrow_and_update() && behind.is_none();
+    set_all(&reporter, &names, serving_status(serving)).await;
     tokio::spawn(async move {
+        let mut probe = tokio::time::interval(interval);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        probe.tick().await;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = probe.tick() => {
+                    note_schema(&database, &mut behind, database.readiness().await);
+                }
+                changed = reachable.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = stopping.changed() => {}
             }
             if *stopping.borrow() {
                 set_all(&reporter, &names, ServingStatus::NotServing).await;
                 return;
             }
-            let now = database.readiness().await;
-            if now != readiness {
-                readiness = now;
-                if readiness == Readiness::Ready {
-                    tracing::info!(
-                        db.namespace = database.namespace(),
-                        "database ready again: health is SERVING"
-                    );
-                } else {
-                    tracing::warn!(
-                        db.namespace = database.namespace(),
-                        reason = %readiness,
-                        "health is NOT_SERVING"
-                    );
-                }
-            }
-            let now_up = readiness == Readiness::Ready;
-            if now_up != up {
-                up = now_up;
-                let status = if up {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                set_all(&reporter, &names, status).await;
+            let now = *reachable.borrow_and_update() && behind.is_none();
+            if now != serving {
+                serving = now;
+                set_all(&reporter, &names, serving_status(serving)).await;
             }
         }
     });
+}
+
+/// Keeps the schema state of `readiness` in `behind` (`Some` while the schema is behind the
+/// binary's), logging when it changes.
+fn note_schema(database: &Database, behind: &mut Option<Readiness>, readiness: Readiness) {
+    let now = match readiness {
+        Readiness::Unreachable | Readiness::Busy => return,
+        Readiness::Ready => None,
+        schema @ Readiness::SchemaBehind { .. } => Some(schema),
+    };
+    if now == *behind {
+        return;
+    }
+    match &now {
+        Some(schema) => tracing::warn!(
+            db.namespace = database.namespace(),
+            reason = %schema,
+            "health is NOT_SERVING"
+        ),
+        None => tracing::info!(
+            db.namespace = database.namespace(),
+            "database ready again: health is SERVING"
+        ),
+    }
+    *behind = now;
+}
+
+fn serving_status(serving: bool) -> ServingStatus {
+    if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }

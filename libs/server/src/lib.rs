@@ -2,7 +2,8 @@
 //!
 //! [`Server::bind`] takes the listener first (so port 0 works and the real port is known), then
 //! [`Server::run`] serves the service's routes behind one tower layer that traces and
-//! authorizes every call ([`layer`]), next to `grpc.health.v1` (driven by a database probe, see
+//! authorizes every call ([`layer`]) and one that bounds its database waits by its deadline
+//! ([`deadline`]), next to `grpc.health.v1` (driven by a database probe, see
 //! [`health`]) and server reflection (v1 and v1alpha). A shutdown signal stops new calls, ends
 //! event streams, drains calls in flight within the grace period, and returns.
 //!
@@ -11,6 +12,7 @@
 
 pub mod app;
 mod call_span;
+pub mod deadline;
 pub mod health;
 pub mod layer;
 mod limits;
@@ -188,6 +190,7 @@ impl Server {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        let outage = database.as_ref().map(|db| db.outage().clone());
         health::spawn_probe(
             reporter,
             service_names.to_vec(),
@@ -231,6 +234,7 @@ impl Server {
                 self.service,
                 self.authenticator.clone(),
             ))
+            .layer(deadline::DeadlineLayer::new(self.service, outage))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, on_signal);
         tokio::pin!(server);

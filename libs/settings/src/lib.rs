@@ -181,7 +181,7 @@ migration_url = ""
 max_connections = 10
 acquire_timeout_secs = 5
 migrate_on_start = true
-health_interval_secs = 2
+health_interval_secs = 1
 
 [auth]
 signing_key = ""

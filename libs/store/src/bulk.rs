@@ -11,7 +11,7 @@
 //! Nagle's algorithm on (upstream issue launchbadge/sqlx#4335), and a statement sent in several
 //! writes waits ~40 ms for the server's delayed ACK. Measured in `docs/BENCHMARKS.md`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kizuna_db::Database;
 use kizuna_errors::ApiError;
@@ -366,49 +366,112 @@ impl WriteTx<'_> {
         Ok(found)
     }
 
-    /// Records each `(request_id, response)` for `method`; the number recorded. Fewer than
-    /// given means a concurrent call recorded some of the ids first: roll back and retry.
-    pub async fn remember_many<M: Message>(
+    /// Claims `request_ids` for `method` in the idempotency ledger: the ids returned are this
+    /// transaction's to record (with [`WriteTx::answer_claims`] before commit); the others were
+    /// recorded by a call that committed first, so their rows are replays.
+    ///
+    /// Each id is inserted with an empty response, in sorted order, `ON CONFLICT DO NOTHING`.
+    /// On PostgreSQL an id claimed by a concurrent transaction not yet committed waits on the
+    /// ledger's unique index: if that transaction commits, the id is not returned (a replay);
+    /// if it rolls back, the claim succeeds here. Sorted claims cannot deadlock with each
+    /// other. On SQLite writers are serialized, so only committed ids are found. The empty
+    /// responses are never seen by another transaction.
+    pub async fn claim_many(
+        &mut self,
+        method: &str,
+        request_ids: &[&str],
+    ) -> Result<HashSet<String>, ApiError> {
+        let mut ids: Vec<&str> = request_ids
+            .iter()
+            .copied()
+            .filter(|id| !id.is_empty())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let now = kizuna_db::now_micros();
+        let mut claimed = HashSet::with_capacity(ids.len());
+        let size = |id: &&str| id.len() + method.len() + 40;
+        for range in statements(self.store.db.statement_bytes(), &ids, 4, size) {
+            let claims = ids[range].iter().map(|id| (*id, Vec::new()));
+            let mut sql = ledger_insert(method, now, claims);
+            sql.push(" ON CONFLICT (request_id, method) DO NOTHING RETURNING request_id");
+            let rows = sql
+                .query()
+                .fetch_all(&mut *self.tx)
+                .instrument(db_span(&self.store.db, "INSERT", "idempotency"))
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                claimed.insert(row.try_get::<String, _>(0).map_err(db_error)?);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Records the responses of request ids this transaction claimed with
+    /// [`WriteTx::claim_many`]; every id given must be one of them.
+    pub async fn answer_claims<M: Message>(
         &mut self,
         method: &str,
         entries: &[(&str, &M)],
-    ) -> Result<usize, ApiError> {
+    ) -> Result<(), ApiError> {
         let now = kizuna_db::now_micros();
-        let mut recorded = 0;
         let sizes: Vec<usize> = entries
             .iter()
             .map(|(id, response)| id.len() + method.len() + response.encoded_len() + 40)
             .collect();
         for range in statements(self.store.db.statement_bytes(), &sizes, 4, |size| *size) {
             let chunk = &entries[range];
-            let mut sql = Sql::new(
-                "INSERT INTO idempotency (request_id, method, response, create_time) VALUES ",
+            // An upsert used as a multi-row update of the claims this transaction inserted (and
+            // so holds); the condition leaves any response already recorded alone.
+            let answers = chunk.iter().map(|(id, r)| (*id, r.encode_to_vec()));
+            let mut sql = ledger_insert(method, now, answers);
+            sql.push(
+                " ON CONFLICT (request_id, method) DO UPDATE SET response = excluded.response \
+                 WHERE length(idempotency.response) = 0",
             );
-            for (i, (id, response)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push("(")
-                    .bind(*id)
-                    .push(", ")
-                    .bind(method)
-                    .push(", ")
-                    .bind(Value::Bytes(response.encode_to_vec()))
-                    .push(", ")
-                    .bind(now)
-                    .push(")");
-            }
-            sql.push(" ON CONFLICT (request_id, method) DO NOTHING");
             let result = sql
                 .query()
                 .execute(&mut *self.tx)
-                .instrument(db_span(&self.store.db, "INSERT", "idempotency"))
+                .instrument(db_span(&self.store.db, "UPDATE", "idempotency"))
                 .await
                 .map_err(db_error)?;
-            recorded += usize::try_from(result.rows_affected()).unwrap_or(usize::MAX);
+            if result.rows_affected() != chunk.len() as u64 {
+                return Err(ApiError::Internal(format!(
+                    "recorded {} of {} claimed request ids",
+                    result.rows_affected(),
+                    chunk.len()
+                )));
+            }
         }
-        Ok(recorded)
+        Ok(())
     }
+}
+
+/// `INSERT INTO idempotency ... VALUES` with one row per `(request_id, response)`, recorded
+/// for `method` at `now`; the caller adds the conflict clause.
+fn ledger_insert<'a>(
+    method: &str,
+    now: i64,
+    rows: impl Iterator<Item = (&'a str, Vec<u8>)>,
+) -> Sql {
+    let mut sql =
+        Sql::new("INSERT INTO idempotency (request_id, method, response, create_time) VALUES ");
+    for (i, (id, response)) in rows.enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(id)
+            .push(", ")
+            .bind(method)
+            .push(", ")
+            .bind(Value::Bytes(response))
+            .push(", ")
+            .bind(now)
+            .push(")");
+    }
+    sql
 }
 
 /// One row's stored form, encoded once for both sizing and binding.

@@ -221,7 +221,7 @@ impl Fence {
         .await
         .map_err(db_error)?;
         if held.is_none() {
-            return Err(ApiError::Unavailable(format!(
+            return Err(ApiError::unavailable(format!(
                 "lease {} (token {}) was taken over",
                 self.name, self.token
             )));

@@ -20,7 +20,7 @@ pub mod time;
 pub mod worker;
 
 use futures::Stream;
-use kizuna_db::{Database, Migration};
+use kizuna_db::{Database, Fault, Migration};
 use kizuna_proto::kizuna::events::v1::Event;
 use prost::Message;
 use sqlx::{Any, Row, Transaction};
@@ -91,25 +91,61 @@ CREATE TABLE worker_leases (
 /// Longest accepted `request_id` (AIP-155 suggests a UUID).
 pub const MAX_REQUEST_ID_CHARS: usize = 100;
 
-/// Maps a driver error to what a caller can act on.
-pub fn db_error(error: sqlx::Error) -> ApiError {
-    match &error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => ApiError::Unavailable("database".into()),
-        // PostgreSQL deadlock_detected and serialization_failure: transient, safe to retry.
-        sqlx::Error::Database(db)
-            if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) =>
-        {
-            ApiError::Unavailable("database (concurrent transactions conflicted)".into())
-        }
-        sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::AlreadyExists {
-            kind: "resource",
-            name: db.constraint().unwrap_or_default().to_owned(),
-        },
-        _ => ApiError::Internal(format!("database: {error}")),
+/// `ErrorInfo` reason of a call refused because the database cannot be reached (down,
+/// refusing or dropping connections, shutting down, out of connection slots).
+pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+/// `ErrorInfo` reason of a call whose transaction was rolled back by a conflict with a
+/// concurrent one (deadlock, serialization failure, SQLite busy).
+pub const TRANSACTION_CONFLICT: &str = "TRANSACTION_CONFLICT";
+/// `RetryInfo` delay of [`DATABASE_UNAVAILABLE`]: the fail-fast window, after which a call
+/// tries the database again.
+pub const DATABASE_RETRY_DELAY: std::time::Duration = kizuna_db::FAIL_FAST_WINDOW;
+/// `RetryInfo` delay of [`TRANSACTION_CONFLICT`].
+pub const CONFLICT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// UNAVAILABLE (reason [`DATABASE_UNAVAILABLE`], retry after [`DATABASE_RETRY_DELAY`]).
+pub fn database_unavailable() -> ApiError {
+    ApiError::Unavailable {
+        dependency: "database".into(),
+        reason: DATABASE_UNAVAILABLE,
+        retry_delay: DATABASE_RETRY_DELAY,
     }
+}
+
+/// Maps a driver error to what a caller can act on: the one mapping of database errors, over
+/// [`kizuna_db::fault::classify`]. A lost or refused connection is UNAVAILABLE
+/// ([`DATABASE_UNAVAILABLE`]); a deadlock or serialization failure UNAVAILABLE
+/// ([`TRANSACTION_CONFLICT`]); a unique violation ALREADY_EXISTS; anything else INTERNAL.
+/// Outages are logged by [`kizuna_db::Outage`], not here per call.
+pub fn db_error(error: sqlx::Error) -> ApiError {
+    match kizuna_db::fault::classify(&error) {
+        Fault::Unreachable => {
+            tracing::debug!(error.message = %error, "database unreachable");
+            database_unavailable()
+        }
+        Fault::Conflict => ApiError::Unavailable {
+            dependency: "database (concurrent transactions conflicted)".into(),
+            reason: TRANSACTION_CONFLICT,
+            retry_delay: CONFLICT_RETRY_DELAY,
+        },
+        Fault::UniqueViolation(constraint) => ApiError::AlreadyExists {
+            kind: "resource",
+            name: constraint,
+        },
+        Fault::Other => ApiError::Internal(format!("database: {error}")),
+    }
+}
+
+/// Whether `error` is a transaction conflict that rolled everything back, so the same
+/// transaction can be run again at once.
+pub fn is_conflict(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::Unavailable {
+            reason: TRANSACTION_CONFLICT,
+            ..
+        }
+    )
 }
 
 /// A span for one database operation, named and attributed per the OpenTelemetry database
@@ -309,13 +345,14 @@ impl Store {
     /// Reads one resource by name.
     pub async fn get<T: Table>(&self, name: &str) -> Result<T::Message, ApiError> {
         let parsed = parse_name::<T>(name).ok_or_else(|| bad_name::<T>("name"))?;
+        let mut conn = self.db.acquire().await.map_err(db_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT data FROM {} WHERE id = $1 AND parent = $2",
             T::TABLE
         )))
         .bind(parsed.id)
         .bind(parsed.parent)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *conn)
         .instrument(db_span(&self.db, "SELECT", T::TABLE))
         .await
         .map_err(db_error)?
@@ -391,9 +428,10 @@ impl Store {
             order.column.sql
         ))
         .bind(limit + 1);
+        let mut conn = self.db.acquire().await.map_err(db_error)?;
         let rows = sql
             .query()
-            .fetch_all(self.db.pool())
+            .fetch_all(&mut *conn)
             .instrument(db_span(&self.db, "SELECT", T::TABLE))
             .await
             .map_err(db_error)?;
@@ -503,7 +541,7 @@ impl Store {
         method: &str,
         request_id: &str,
     ) -> Result<Option<T::Message>, ApiError> {
-        let mut conn = self.db.pool().acquire().await.map_err(db_error)?;
+        let mut conn = self.db.acquire().await.map_err(db_error)?;
         recall_on::<T::Message>(&mut conn, &self.db, method, request_id).await
     }
 
@@ -579,7 +617,7 @@ fn decode_for_change<T: Table>(
     let written_by: i64 = row.try_get(1).map_err(db_error)?;
     let message = decode::<T>(row)?;
     if written_by > db.schema_revision() {
-        return Err(ApiError::Unavailable(format!(
+        return Err(ApiError::unavailable(format!(
             "{} was written by a newer release (schema {written_by}; this replica has {}); \
              retry, a newer replica will take it",
             T::name(&message),

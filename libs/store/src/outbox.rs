@@ -278,10 +278,14 @@ impl Notifier {
 
     async fn listen(self, db: Database, mut stopping: watch::Receiver<bool>) {
         let url = db.url().expose().to_owned();
+        // An outage is logged once, when the connection is first lost (the database's own
+        // outage tracker logs its start and end).
+        let reported = std::sync::atomic::AtomicBool::new(false);
         loop {
             let listener = async {
                 let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
                 listener.listen(NOTIFY_CHANNEL).await?;
+                reported.store(false, std::sync::atomic::Ordering::Relaxed);
                 loop {
                     listener.recv().await?;
                     bump(&self.committed);
@@ -292,7 +296,11 @@ impl Notifier {
             tokio::select! {
                 result = listener => {
                     if let Err(error) = result {
-                        tracing::warn!(%error, "outbox listener lost its connection; retrying");
+                        if reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::debug!(%error, "outbox listener still reconnecting");
+                        } else {
+                            tracing::warn!(%error, "outbox listener lost its connection; retrying");
+                        }
                     }
                     // Something may have committed while we were away.
                     bump(&self.committed);

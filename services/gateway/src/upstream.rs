@@ -38,25 +38,7 @@ const AUTHORIZATION: &str = "authorization";
 /// The metadata key of a gRPC deadline.
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// Parses a `grpc-timeout` value (gRPC over HTTP/2: at most eight digits and a unit, one of
-/// `H`, `M`, `S`, `m`, `u`, `n`). `None` when it is malformed.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let unit = value.chars().last()?;
-    let digits = &value[..value.len() - unit.len_utf8()];
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        'H' => Duration::from_secs(amount * 60 * 60),
-        'M' => Duration::from_secs(amount * 60),
-        'S' => Duration::from_secs(amount),
-        'm' => Duration::from_millis(amount),
-        'u' => Duration::from_micros(amount),
-        'n' => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
+pub use kizuna_server::deadline::parse_grpc_timeout;
 
 /// The deadline of one upstream call: `configured`, shortened to what is left of the caller's
 /// deadline (when it set one) minus a reserve of a tenth of it, at most [`MAX_RESERVE`], so the

@@ -5,6 +5,7 @@ mod auth;
 mod client_contract;
 mod deals;
 mod events;
+mod faults;
 mod gateway;
 mod health;
 mod lead_backfill;

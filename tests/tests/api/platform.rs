@@ -166,7 +166,7 @@ async fn takeover_fences_the_old_holder(backend: Backend) {
     // A stalled and lost it: its next write is refused and leaves nothing.
     let error = fenced_write(&a, &fence_a).await.expect_err("fenced");
     assert!(
-        matches!(error, kizuna_store::ApiError::Unavailable(_)),
+        matches!(error, kizuna_store::ApiError::Unavailable { .. }),
         "{error:?}"
     );
     assert!(
@@ -379,7 +379,7 @@ async fn older_release_keeps_newer_fields(backend: Backend) {
         .await
         .expect_err("an older release does not rewrite a newer row");
     assert!(
-        matches!(refused, kizuna_store::ApiError::Unavailable(_)),
+        matches!(refused, kizuna_store::ApiError::Unavailable { .. }),
         "{refused:?}"
     );
     let kept = new.get::<NotesV2>(&written.name).await.expect("read");
@@ -419,7 +419,10 @@ async fn older_release_keeps_newer_fields(backend: Backend) {
         .update::<NotesV1, _>(&old_note.name, "", |_| Ok(()))
         .await
         .expect_err("once the newer release wrote it, the older one leaves it alone");
-    assert!(matches!(refused, kizuna_store::ApiError::Unavailable(_)));
+    assert!(matches!(
+        refused,
+        kizuna_store::ApiError::Unavailable { .. }
+    ));
     let kept = new.get::<NotesV2>(&old_note.name).await.expect("read");
     assert_eq!(kept.color, "blue");
 }

@@ -217,7 +217,7 @@ pub async fn create(
         Err(Error::Api(error @ ApiError::AlreadyExists { .. })) if !deal.is_empty() => {
             // The insert hit a unique index: either the id is taken or a concurrent create for
             // the same deal won the race. Name the deal's account if there is one.
-            let mut conn = store.db().pool().acquire().await.map_err(db_error)?;
+            let mut conn = store.db().acquire().await.map_err(db_error)?;
             match find_by_deal(&mut conn, store, &deal).await? {
                 Some(existing) => Err(Error::DuplicateDeal { deal, existing }),
                 None => Err(error.into()),

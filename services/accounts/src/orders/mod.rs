@@ -157,7 +157,7 @@ pub async fn create(
         {
             // The insert hit a unique index: either the id is taken or a concurrent create with
             // the same external id won the race. Answer with that order if there is one.
-            let mut conn = store.db().pool().acquire().await.map_err(db_error)?;
+            let mut conn = store.db().acquire().await.map_err(db_error)?;
             match find_external(&mut conn, store, parent, &external).await? {
                 Some(name) => Ok(store.get::<Orders>(&name).await?),
                 None => Err(error.into()),

@@ -154,7 +154,7 @@ async fn explain_duplicate(
     except_name: &str,
     error: ApiError,
 ) -> Error {
-    let mut conn = match store.db().pool().acquire().await {
+    let mut conn = match store.db().acquire().await {
         Ok(conn) => conn,
         Err(e) => return kizuna_store::db_error(e).into(),
     };

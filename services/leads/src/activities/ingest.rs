@@ -4,10 +4,17 @@
 //! the stream) and written in batches of up to [`BATCH_ROWS`], one transaction each: the
 //! request ids already recorded are replayed, the leads are read for change in name order (so
 //! concurrent streams cannot deadlock on them) with names left by merges followed, the
-//! activities are inserted with multi-row statements, and [`scoring::apply::apply`] scores the
-//! leads incrementally and moves them through ENGAGED and MQL. The idempotency ledger is shared
-//! with `CreateActivity` and `TrackActivity`. While one batch is written the next one is read
-//! from the stream; up to [`IN_FLIGHT`] batches are written at once.
+//! remaining request ids are claimed in the idempotency ledger, the activities are inserted with
+//! multi-row statements, and [`scoring::apply::apply`] scores the leads incrementally and moves
+//! them through ENGAGED and MQL. While one batch is written the next one is read from the
+//! stream; up to [`IN_FLIGHT`] batches are written at once.
+//!
+//! The idempotency ledger is shared with `CreateActivity` and `TrackActivity`. A request id
+//! that another stream (or call) is recording at the same moment is a per-row replay, never a
+//! failed batch: the claim ([`WriteTx::claim_many`]) waits for that transaction and finds the
+//! id recorded when it commits, or claims it when it rolls back. Claims come after the lead
+//! locks, in sorted order, as in `TrackActivity` (lead, then ledger), so no two writers wait on
+//! each other in a cycle.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -16,7 +23,7 @@ use kizuna_errors::ApiError;
 use kizuna_proto::leads::{
     Activity, Lead, TrackActivitiesRequest, TrackActivitiesResponse, TrackActivityRequest,
 };
-use kizuna_store::{MAX_REQUEST_ID_CHARS, Store, WriteTx, db_error};
+use kizuna_store::{MAX_REQUEST_ID_CHARS, Store, WriteTx, db_error, is_conflict};
 use sqlx::Row;
 use tracing::Instrument;
 
@@ -33,7 +40,8 @@ pub const BATCH_ROWS: usize = 2_000;
 pub const IN_FLIGHT: usize = 2;
 /// The idempotency ledger shared with `CreateActivity` and `TrackActivity`.
 const METHOD: &str = "CreateActivity";
-/// Attempts of one batch when concurrent writers conflict.
+/// Attempts of one batch when concurrent writers conflict (a deadlock or serialization failure
+/// rolled it back).
 const ATTEMPTS: usize = 3;
 
 /// One valid row waiting for its batch.
@@ -165,8 +173,13 @@ async fn read_and_write(
             }
             let rows = std::mem::take(&mut pending);
             let store = store.clone();
+            // The batch's database waits end by the call's deadline, as the call's own do.
+            let answer_by = kizuna_db::deadline::answer_by();
             writing.push_back(tokio::spawn(
-                async move { write_batch(&store, rows).await }.in_current_span(),
+                kizuna_db::deadline::with_answer_by(answer_by, async move {
+                    write_batch(&store, rows).await
+                })
+                .in_current_span(),
             ));
         }
         if done {
@@ -196,13 +209,19 @@ fn merge(into: &mut Tally, batch: Tally) {
     }
 }
 
-/// Writes one batch, retrying when a concurrent writer conflicted with it.
+/// Writes one batch, retrying when a concurrent writer conflicted with it (the transaction was
+/// rolled back). A lost connection is not retried here: whether its commit landed is unknown,
+/// and rows without a request id would be recorded twice; the caller retries the call, and
+/// rows with request ids replay.
 async fn write_batch(store: &Store, rows: Vec<PendingRow>) -> Result<Tally, ApiError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match try_batch(store, rows.clone()).await {
-            Err(ApiError::Unavailable(_) | ApiError::EtagMismatch { .. }) if attempt < ATTEMPTS => {
+            Err(error)
+                if attempt < ATTEMPTS
+                    && (is_conflict(&error) || matches!(error, ApiError::EtagMismatch { .. })) =>
+            {
                 tracing::debug!(attempt, "ingest batch conflicted; retrying");
             }
             other => return other,
@@ -242,23 +261,35 @@ async fn try_batch(store: &Store, mut rows: Vec<PendingRow>) -> Result<Tally, Ap
         let targets: Vec<String> = redirects.values().cloned().collect();
         leads.extend(tx.get_many::<Leads>(&targets).await?);
     }
-    let mut by_lead: HashMap<String, Vec<Activity>> = HashMap::new();
-    let mut inserts = Vec::with_capacity(rows.len());
-    let mut recorded_rows = Vec::with_capacity(rows.len());
+    let mut found = Vec::with_capacity(rows.len());
     for row in rows {
         let parent = redirects.get(&row.parent).unwrap_or(&row.parent);
-        if !leads.contains_key(parent) {
+        if leads.contains_key(parent) {
+            found.push((parent.clone(), row));
+        } else {
             let error = ApiError::NotFound {
                 kind: "Lead",
                 name: row.parent.clone(),
             };
             tally.fail(row_error(row.index, error));
+        }
+    }
+
+    // Claim the request ids; those a concurrent call recorded meanwhile are replays.
+    let ids: Vec<&str> = found.iter().map(|(_, r)| r.request_id.as_str()).collect();
+    let claimed = tx.claim_many(METHOD, &ids).await?;
+    let mut inserts = Vec::with_capacity(found.len());
+    let mut recorded_rows = Vec::with_capacity(found.len());
+    for (parent, row) in found {
+        if !row.request_id.is_empty() && !claimed.contains(&row.request_id) {
+            tally.response.replayed_count += 1;
             continue;
         }
-        inserts.push((parent.clone(), String::new(), row.activity));
+        inserts.push((parent, String::new(), row.activity));
         recorded_rows.push(row.request_id);
     }
     let created = tx.insert_many::<Activities>(inserts).await?;
+    let mut by_lead: HashMap<String, Vec<Activity>> = HashMap::new();
     for activity in &created {
         let parent = kizuna_store::parse_name::<Activities>(&activity.name)
             .map(|p| p.parent.to_owned())
@@ -288,19 +319,13 @@ async fn try_batch(store: &Store, mut rows: Vec<PendingRow>) -> Result<Tally, Ap
     )
     .await?;
 
-    let remembered: Vec<(&str, &Activity)> = recorded_rows
+    let answers: Vec<(&str, &Activity)> = recorded_rows
         .iter()
         .zip(&created)
         .filter(|(id, _)| !id.is_empty())
         .map(|(id, activity)| (id.as_str(), activity))
         .collect();
-    if tx.remember_many(METHOD, &remembered).await? != remembered.len() {
-        // A concurrent call recorded one of these request ids first: roll back, and the retry
-        // replays it.
-        return Err(ApiError::Unavailable(
-            "idempotency ledger (concurrent retry)".into(),
-        ));
-    }
+    tx.answer_claims(METHOD, &answers).await?;
     tally.response.qualified_count += outcomes
         .iter()
         .filter(|outcome| outcome.events.contains(&"qualified"))

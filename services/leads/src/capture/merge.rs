@@ -166,7 +166,7 @@ async fn move_activities(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(
         let written_by: i64 = row.try_get(2).map_err(db_error)?;
         if written_by > revision {
             // Rewriting it would erase fields this release does not know (see ARCHITECTURE).
-            return Err(ApiError::Unavailable(format!(
+            return Err(ApiError::unavailable(format!(
                 "{from}/activities/{id} was written by a newer release; retry"
             )));
         }

@@ -215,12 +215,7 @@ pub async fn live_lead_name(store: &Store, name: &str) -> Result<LiveLead> {
     if kizuna_store::parse_name::<Leads>(name).is_none() {
         return Ok(LiveLead::unresolved(name));
     }
-    let mut conn = store
-        .db()
-        .pool()
-        .acquire()
-        .await
-        .map_err(kizuna_store::db_error)?;
+    let mut conn = store.db().acquire().await.map_err(kizuna_store::db_error)?;
     Ok(redirects::live(&mut conn, name).await?)
 }
 
@@ -259,12 +254,7 @@ async fn find_duplicate(
 pub async fn get(store: &Store, name: &str) -> Result<Lead> {
     match store.get::<Leads>(name).await {
         Err(ApiError::NotFound { .. }) if kizuna_store::parse_name::<Leads>(name).is_some() => {
-            let mut conn = store
-                .db()
-                .pool()
-                .acquire()
-                .await
-                .map_err(kizuna_store::db_error)?;
+            let mut conn = store.db().acquire().await.map_err(kizuna_store::db_error)?;
             match redirects::resolve(&mut conn, name).await? {
                 Some(target) => Ok(store.get::<Leads>(&target).await?),
                 None => Err(ApiError::NotFound {

@@ -39,7 +39,7 @@ pub async fn lead_score(
         .map(kizuna_store::time::from_timestamp)
         .unwrap_or_else(kizuna_db::now_micros);
     let lead = store.get::<Leads>(name).await?;
-    let mut conn = store.db().pool().acquire().await.map_err(db_error)?;
+    let mut conn = store.db().acquire().await.map_err(db_error)?;
     let model = published_model(&mut conn)
         .await?
         .ok_or_else(|| ApiError::FailedPrecondition {
