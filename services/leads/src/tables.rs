@@ -198,3 +198,38 @@ impl Table for RescoringJobs {
 
     standard_meta!();
 }
+
+/// The leads a multi-lead read covers: every lead whose name sorts between two names (a
+/// rescoring job's chunk, read as a range scan), or a list of names.
+#[derive(Clone, Copy, Debug)]
+pub enum LeadSet<'a> {
+    /// From the first name to the last, inclusive.
+    Range(&'a str, &'a str),
+    /// These names.
+    List(&'a [String]),
+}
+
+impl LeadSet<'_> {
+    /// Appends `column` restricted to this set (`column >= a AND column <= b`, or
+    /// `column IN (...)`), every name bound.
+    pub fn restrict(&self, sql: &mut kizuna_store::Sql, column: &str) {
+        match self {
+            LeadSet::Range(first, last) => {
+                sql.push(&format!("{column} >= "))
+                    .bind(*first)
+                    .push(&format!(" AND {column} <= "))
+                    .bind(*last);
+            }
+            LeadSet::List(names) => {
+                sql.push(&format!("{column} IN ("));
+                for (i, name) in names.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(name.as_str());
+                }
+                sql.push(")");
+            }
+        }
+    }
+}

@@ -3,10 +3,11 @@
 
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{Activity, ActivityKind, Lead};
-use kizuna_store::{Store, db_error};
+use kizuna_store::{Store, WriteTx, db_error};
 
 use prost::Message;
 use sqlx::Row;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 
@@ -156,6 +157,87 @@ pub(crate) async fn counted(
             let data: Vec<u8> = row.try_get(0).map_err(db_error)?;
             Activity::decode(data.as_slice())
                 .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))
+        })
+        .collect()
+}
+
+/// Moves every activity of `from` under `to`: parent and the name inside the stored message
+/// are rewritten; the id is kept unless `to` already has an activity with it.
+pub(crate) async fn move_all(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(), ApiError> {
+    let revision = tx.db().schema_revision();
+    let rows = sqlx::query(
+        "SELECT id, data, writer_revision FROM activities WHERE parent = $1 ORDER BY id",
+    )
+    .bind(from)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(db_error)?;
+    for row in rows {
+        let id: String = row.try_get(0).map_err(db_error)?;
+        let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
+        let written_by: i64 = row.try_get(2).map_err(db_error)?;
+        if written_by > revision {
+            // Rewriting it would erase fields this release does not know (see ARCHITECTURE).
+            return Err(ApiError::unavailable(format!(
+                "{from}/activities/{id} was written by a newer release; retry"
+            )));
+        }
+        let mut activity =
+            <kizuna_proto::leads::Activity as prost::Message>::decode(data.as_slice())
+                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
+        let taken = sqlx::query("SELECT 1 FROM activities WHERE parent = $1 AND id = $2")
+            .bind(to)
+            .bind(id.as_str())
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error)?
+            .is_some();
+        let new_id = if taken {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            id.clone()
+        };
+        activity.name = format!("{to}/activities/{new_id}");
+        sqlx::query(
+            "UPDATE activities SET parent = $1, id = $2, data = $3, writer_revision = $4 \
+             WHERE parent = $5 AND id = $6",
+        )
+        .bind(to)
+        .bind(new_id.as_str())
+        .bind(prost::Message::encode_to_vec(&activity))
+        .bind(revision)
+        .bind(from)
+        .bind(id.as_str())
+        .execute(tx.conn())
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Inside `tx`: every activity of the leads of `leads`, as (lead, activity), in lead, occur
+/// time and id order.
+pub(crate) async fn of_leads(
+    tx: &mut WriteTx<'_>,
+    leads: &crate::tables::LeadSet<'_>,
+) -> Result<Vec<(String, Activity)>, ApiError> {
+    let mut sql = kizuna_store::Sql::new("SELECT parent, data FROM activities WHERE ");
+    leads.restrict(&mut sql, "parent");
+    sql.push(" ORDER BY parent, occur_time, id");
+    let db = tx.db().clone();
+    let rows = sql
+        .query()
+        .fetch_all(tx.conn())
+        .instrument(kizuna_store::db_span(&db, "SELECT", "activities"))
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|row| {
+            let parent: String = row.try_get(0).map_err(db_error)?;
+            let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
+            let activity = Activity::decode(data.as_slice())
+                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
+            Ok((parent, activity))
         })
         .collect()
 }

@@ -22,8 +22,7 @@
 use kizuna_errors::{ApiError, Validator};
 use kizuna_proto::leads::{Lead, MergeLeadsRequest};
 use kizuna_proto::types::LifecycleStage;
-use kizuna_store::{MAX_REQUEST_ID_CHARS, Store, WriteTx, db_error};
-use sqlx::Row;
+use kizuna_store::{MAX_REQUEST_ID_CHARS, Store};
 
 use super::{redirects, rules, validate};
 use crate::error::Result;
@@ -107,16 +106,8 @@ pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
             let now = kizuna_db::now_micros();
             let mut lead = survivor;
             rules::merge_fields(&mut lead, &merged);
-            move_activities(tx, &merged.name, &lead.name).await?;
-            sqlx::query(
-            "UPDATE lead_stage_changes SET lead_name = $1, score_reset = $2 WHERE lead_name = $3",
-        )
-        .bind(lead.name.as_str())
-        .bind(0_i64)
-        .bind(merged.name.as_str())
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
+            crate::activities::move_all(tx, &merged.name, &lead.name).await?;
+            stages::move_history(tx, &merged.name, &lead.name).await?;
             scores::forget(tx, &merged.name).await?;
             // The merged row goes first: its e-mail or phone may now be the survivor's.
             tx.remove::<Leads>(&merged.name).await?;
@@ -147,60 +138,6 @@ pub async fn merge(store: &Store, request: MergeLeadsRequest) -> Result<Lead> {
             Ok(outcome.lead)
         })
         .await
-}
-
-/// Moves every activity of `from` under `to`: parent and the name inside the stored message
-/// are rewritten; the id is kept unless `to` already has an activity with it.
-async fn move_activities(tx: &mut WriteTx<'_>, from: &str, to: &str) -> Result<(), ApiError> {
-    let revision = tx.db().schema_revision();
-    let rows = sqlx::query(
-        "SELECT id, data, writer_revision FROM activities WHERE parent = $1 ORDER BY id",
-    )
-    .bind(from)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(db_error)?;
-    for row in rows {
-        let id: String = row.try_get(0).map_err(db_error)?;
-        let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
-        let written_by: i64 = row.try_get(2).map_err(db_error)?;
-        if written_by > revision {
-            // Rewriting it would erase fields this release does not know (see ARCHITECTURE).
-            return Err(ApiError::unavailable(format!(
-                "{from}/activities/{id} was written by a newer release; retry"
-            )));
-        }
-        let mut activity =
-            <kizuna_proto::leads::Activity as prost::Message>::decode(data.as_slice())
-                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
-        let taken = sqlx::query("SELECT 1 FROM activities WHERE parent = $1 AND id = $2")
-            .bind(to)
-            .bind(id.as_str())
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_error)?
-            .is_some();
-        let new_id = if taken {
-            uuid::Uuid::now_v7().to_string()
-        } else {
-            id.clone()
-        };
-        activity.name = format!("{to}/activities/{new_id}");
-        sqlx::query(
-            "UPDATE activities SET parent = $1, id = $2, data = $3, writer_revision = $4 \
-             WHERE parent = $5 AND id = $6",
-        )
-        .bind(to)
-        .bind(new_id.as_str())
-        .bind(prost::Message::encode_to_vec(&activity))
-        .bind(revision)
-        .bind(from)
-        .bind(id.as_str())
-        .execute(tx.conn())
-        .await
-        .map_err(db_error)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -17,17 +17,15 @@ use std::collections::HashMap;
 use kizuna_errors::ApiError;
 use kizuna_proto::leads::{Activity, Lead, ScoringModel};
 use kizuna_proto::types::LifecycleStage;
+use kizuna_store::WriteTx;
 use kizuna_store::outbox::NewEvent;
-use kizuna_store::{Sql, WriteTx, db_error, db_span};
 use prost::Message;
-use sqlx::Row;
-use tracing::Instrument;
 
 use super::{published_model, scores};
 use crate::scoring::engine;
 use crate::scoring::state::{ScoreState, score_from_state};
 use crate::stages::{Transition, stage_of};
-use crate::tables::Leads;
+use crate::tables::{LeadSet, Leads};
 
 /// Cause recorded for changes made while recording an activity.
 pub const ACTIVITY_CAUSE: &str = "activity.created";
@@ -325,7 +323,6 @@ pub async fn counted_activities(
         .iter()
         .map(|name| (name.clone(), (None, Vec::new())))
         .collect();
-    let db = tx.db().clone();
     let ranges: Vec<std::ops::Range<usize>> = if contiguous && !leads.is_empty() {
         std::iter::once(0..leads.len()).collect()
     } else {
@@ -335,62 +332,17 @@ pub async fn counted_activities(
     };
     for range in ranges {
         let chunk = &leads[range];
-        let mut floors = Sql::new(
-            "SELECT lead_name, MAX(change_time) FROM lead_stage_changes WHERE score_reset = 1 AND ",
-        );
-        let mut activities = Sql::new("SELECT parent, data FROM activities WHERE ");
-        if contiguous {
-            let (first, last) = (chunk[0].as_str(), chunk[chunk.len() - 1].as_str());
-            floors
-                .push("lead_name >= ")
-                .bind(first)
-                .push(" AND lead_name <= ")
-                .bind(last);
-            activities
-                .push("parent >= ")
-                .bind(first)
-                .push(" AND parent <= ")
-                .bind(last);
+        let set = if contiguous {
+            LeadSet::Range(&chunk[0], &chunk[chunk.len() - 1])
         } else {
-            floors.push("lead_name IN (");
-            activities.push("parent IN (");
-            for (i, name) in chunk.iter().enumerate() {
-                if i > 0 {
-                    floors.push(", ");
-                    activities.push(", ");
-                }
-                floors.bind(name.as_str());
-                activities.bind(name.as_str());
-            }
-            floors.push(")");
-            activities.push(")");
-        }
-        floors.push(" GROUP BY lead_name");
-        activities.push(" ORDER BY parent, occur_time, id");
-        for row in floors
-            .query()
-            .fetch_all(tx.conn())
-            .instrument(db_span(&db, "SELECT", "lead_stage_changes"))
-            .await
-            .map_err(db_error)?
-        {
-            let name: String = row.try_get(0).map_err(db_error)?;
-            let floor: i64 = row.try_get(1).map_err(db_error)?;
+            LeadSet::List(chunk)
+        };
+        for (name, floor) in crate::stages::score_floors(tx, &set).await? {
             if let Some(entry) = result.get_mut(&name) {
                 entry.0 = Some(floor);
             }
         }
-        for row in activities
-            .query()
-            .fetch_all(tx.conn())
-            .instrument(db_span(&db, "SELECT", "activities"))
-            .await
-            .map_err(db_error)?
-        {
-            let parent: String = row.try_get(0).map_err(db_error)?;
-            let data: Vec<u8> = row.try_get(1).map_err(db_error)?;
-            let activity = Activity::decode(data.as_slice())
-                .map_err(|e| ApiError::Internal(format!("stored Activity is corrupt: {e}")))?;
+        for (parent, activity) in crate::activities::of_leads(tx, &set).await? {
             if let Some((floor, list)) = result.get_mut(&parent) {
                 let counts = match (floor, activity_time(&activity)) {
                     (Some(floor), Some(t)) => t > *floor,

@@ -413,6 +413,50 @@ pub(crate) async fn forget_history(tx: &mut WriteTx<'_>, lead: &str) -> Result<(
     Ok(())
 }
 
+/// Inside a merge of `from` into `to`: the history of `from` becomes part of `to`'s, and its
+/// score resets stop applying (the merged activities count under the survivor's floor).
+pub(crate) async fn move_history(
+    tx: &mut WriteTx<'_>,
+    from: &str,
+    to: &str,
+) -> Result<(), ApiError> {
+    let db = tx.db().clone();
+    sqlx::query(
+        "UPDATE lead_stage_changes SET lead_name = $1, score_reset = $2 WHERE lead_name = $3",
+    )
+    .bind(to)
+    .bind(0_i64)
+    .bind(from)
+    .execute(tx.conn())
+    .instrument(db_span(&db, "UPDATE", TABLE))
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// The latest score reset of each lead of `leads` that has one: (lead, change time).
+pub(crate) async fn score_floors(
+    tx: &mut WriteTx<'_>,
+    leads: &crate::tables::LeadSet<'_>,
+) -> Result<Vec<(String, i64)>, ApiError> {
+    let mut sql = Sql::new(
+        "SELECT lead_name, MAX(change_time) FROM lead_stage_changes WHERE score_reset = 1 AND ",
+    );
+    leads.restrict(&mut sql, "lead_name");
+    sql.push(" GROUP BY lead_name");
+    let db = tx.db().clone();
+    let rows = sql
+        .query()
+        .fetch_all(tx.conn())
+        .instrument(db_span(&db, "SELECT", TABLE))
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
