@@ -127,6 +127,17 @@ impl Body {
     }
 }
 
+/// Says on stderr which row starts (a long run shows where it is; a profiler knows when).
+fn progress(what: &str, callers: usize) {
+    eprintln!(
+        "[{:?}] {what}, {callers} callers",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+    );
+}
+
 fn xorshift(state: &mut u64) -> u64 {
     let mut x = *state;
     x ^= x << 13;
@@ -210,6 +221,7 @@ impl Client {
         path: &'static str,
         body: Body,
     ) -> Row {
+        progress(what, callers);
         let start = Instant::now() + window.warm_up;
         let end = start + window.measure;
         let tasks: Vec<_> = (0..callers)
@@ -288,18 +300,46 @@ impl Client {
     }
 }
 
+/// The bare key read through sqlx without the pool's ping before each acquire.
+const SQLX_NO_PING: &str = "bare key read, sqlx, pool without test_before_acquire";
+/// The bare key read through sqlx with the service's pool settings.
+const SQLX_READ: &str = "bare key read, sqlx (same SELECT, driver and pool settings)";
+
 /// The same primary-key read as `GetLead`'s, through sqlx (the Any driver the service uses),
-/// from `callers` tasks sharing a pool of as many connections.
-async fn sqlx_key_read(url: &str, callers: usize, ids: &[String], window: Window) -> Row {
+/// from `callers` tasks sharing a pool of as many connections: the service's pool settings
+/// (`Database::connect`), or the same without `test_before_acquire` (sqlx then skips the ping
+/// round trip it makes before handing out a pooled connection; it still pings on release).
+async fn sqlx_key_read(
+    url: &str,
+    callers: usize,
+    ids: &[String],
+    window: Window,
+    ping_before_acquire: bool,
+) -> Row {
     let mut settings = kizuna_tests::settings_for(url).database;
     settings.max_connections = callers as u32;
     let database = Database::connect(&settings).await.expect("connect");
+    let pool = if ping_before_acquire {
+        database.pool().clone()
+    } else {
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(callers as u32)
+            .test_before_acquire(false)
+            .connect_lazy(url)
+            .expect("pool")
+    };
+    let what = if ping_before_acquire {
+        SQLX_READ
+    } else {
+        SQLX_NO_PING
+    };
     let ids = std::sync::Arc::new(ids.to_vec());
+    progress(what, callers);
     let start = Instant::now() + window.warm_up;
     let end = start + window.measure;
     let tasks: Vec<_> = (0..callers)
         .map(|caller| {
-            let pool = database.pool().clone();
+            let pool = pool.clone();
             let ids = ids.clone();
             tokio::spawn(async move {
                 let mut rng = 0x2545_F491_4F6C_DD1D_u64 ^ ((caller as u64 + 1) << 32);
@@ -331,9 +371,10 @@ async fn sqlx_key_read(url: &str, callers: usize, ids: &[String], window: Window
         latencies.extend(task.await.expect("reader"));
     }
     latencies.sort_unstable();
+    pool.close().await;
     database.close().await;
     Row {
-        what: "bare key read, sqlx (same SELECT, same driver, in-process)".into(),
+        what: what.into(),
         callers,
         rate: latencies.len() as f64 / window.measure.as_secs_f64(),
         latencies,
@@ -344,6 +385,7 @@ async fn sqlx_key_read(url: &str, callers: usize, ids: &[String], window: Window
 /// Runs `pgbench -n -M prepared -c CLIENTS -j 2 -T SECS -f script` against `url` and reads its
 /// throughput and its per-transaction latency log.
 async fn pgbench(what: &str, url: &str, clients: usize, secs: u64, script: &str) -> Row {
+    progress(what, clients);
     let dir = scratch_dir("pgbench");
     let file = dir.join("script.sql");
     std::fs::write(&file, script).expect("write script");
@@ -635,7 +677,8 @@ async fn leads_rows(db: &TestDb, leads: usize, window: Window, rows: &mut Vec<Ro
             )
             .await,
         );
-        rows.push(sqlx_key_read(&db.url, 16, &ids, window).await);
+        rows.push(sqlx_key_read(&db.url, 16, &ids, window, true).await);
+        rows.push(sqlx_key_read(&db.url, 16, &ids, window, false).await);
     }
     rows.push(
         client
@@ -801,12 +844,8 @@ async fn main() {
         println!("\n{} at {} callers: {}", row.what, row.callers, row.note);
     }
     println!();
-    let get_vs_sqlx = ratio(
-        &rows,
-        "GetLead (PostgreSQL)",
-        "bare key read, sqlx (same SELECT, same driver, in-process)",
-        16,
-    );
+    let get_vs_sqlx = ratio(&rows, "GetLead (PostgreSQL)", SQLX_READ, 16);
+    let get_vs_no_ping = ratio(&rows, "GetLead (PostgreSQL)", SQLX_NO_PING, 16);
     if let Some(r) = ratio(
         &rows,
         "GetLead (PostgreSQL)",
@@ -814,8 +853,10 @@ async fn main() {
         16,
     ) {
         println!(
-            "GetLead / bare key read at 16: {r:.2}× pgbench, {:.2}× sqlx (target ≥ 0.5×)",
-            get_vs_sqlx.unwrap_or(f64::NAN)
+            "GetLead / bare key read at 16: {r:.2}× pgbench, {:.2}× sqlx with the service's \
+             pool settings, {:.2}× sqlx without the ping before acquire (target ≥ 0.5×)",
+            get_vs_sqlx.unwrap_or(f64::NAN),
+            get_vs_no_ping.unwrap_or(f64::NAN)
         );
     }
     for callers in [16, 64] {
