@@ -18,7 +18,9 @@
 //! The load client sends pre-encoded request bytes (a pass-through codec: no protobuf encoding
 //! or decoding in the client except for the new person of each `CreateLead`) from tokio tasks
 //! over four HTTP/2 connections, callers assigned round-robin. Each row runs for a fixed time
-//! after a short warm-up; latencies are per call.
+//! after a short warm-up; latencies are per call. Rows against a child process also report the
+//! CPU time that process spent per call (from `/proc`), which shows where a slow row's time goes
+//! when the two cores are shared.
 //!
 //! ```text
 //! cargo bench -p kizuna-tests --bench api
@@ -138,6 +140,17 @@ fn progress(what: &str, callers: usize) {
     );
 }
 
+/// User and system CPU seconds `pid` has used (Linux `/proc`, 100 clock ticks a second).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 fn xorshift(state: &mut u64) -> u64 {
     let mut x = *state;
     x ^= x << 13;
@@ -155,6 +168,8 @@ struct Row {
     /// Sorted, in microseconds.
     latencies: Vec<u64>,
     note: String,
+    /// CPU time the server process spent per completed call in the window, in µs.
+    server_cpu_us: Option<f64>,
 }
 
 impl Row {
@@ -178,10 +193,13 @@ struct Window {
 struct Client {
     channels: Vec<Channel>,
     authorization: Option<AsciiMetadataValue>,
+    /// The server's process, whose CPU time each row reports.
+    server_pid: u32,
 }
 
 impl Client {
-    async fn connect(port: u16, authorization: Option<String>) -> Self {
+    async fn connect(server: &Child, authorization: Option<String>) -> Self {
+        let port = server.port;
         let mut channels = Vec::new();
         for _ in 0..CONNECTIONS {
             channels.push(kizuna_tests::channel(port).await);
@@ -191,6 +209,7 @@ impl Client {
         Self {
             channels,
             authorization,
+            server_pid: server.process.id().unwrap_or_default(),
         }
     }
 
@@ -224,6 +243,13 @@ impl Client {
         progress(what, callers);
         let start = Instant::now() + window.warm_up;
         let end = start + window.measure;
+        let pid = self.server_pid;
+        let cpu = tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let before = cpu_seconds(pid);
+            tokio::time::sleep_until(end.into()).await;
+            Some(cpu_seconds(pid)? - before?)
+        });
         let tasks: Vec<_> = (0..callers)
             .map(|caller| {
                 let mut grpc =
@@ -282,6 +308,7 @@ impl Client {
             }
         }
         latencies.sort_unstable();
+        let cpu = cpu.await.ok().flatten();
         let note = match first_error {
             Some(status) => format!(
                 "{errors} calls failed (not counted), first: {:?} {}",
@@ -294,6 +321,7 @@ impl Client {
             what: what.to_owned(),
             callers,
             rate: latencies.len() as f64 / window.measure.as_secs_f64(),
+            server_cpu_us: cpu.map(|seconds| seconds * 1e6 / latencies.len().max(1) as f64),
             latencies,
             note,
         }
@@ -379,6 +407,7 @@ async fn sqlx_key_read(
         rate: latencies.len() as f64 / window.measure.as_secs_f64(),
         latencies,
         note: String::new(),
+        server_cpu_us: None,
     }
 }
 
@@ -437,6 +466,7 @@ async fn pgbench(what: &str, url: &str, clients: usize, secs: u64, script: &str)
         callers: clients,
         rate: tps,
         latencies,
+        server_cpu_us: None,
         note: if failed == "0" {
             String::new()
         } else {
@@ -649,7 +679,7 @@ async fn leads_rows(db: &TestDb, leads: usize, window: Window, rows: &mut Vec<Ro
     let label = if postgres { "PostgreSQL" } else { "SQLite" };
     let child = Child::start("--serve-leads", Some(&db.url)).await;
     let ids = seed(&db.url, leads).await;
-    let client = Client::connect(child.port, Some(token(&["admin"]))).await;
+    let client = Client::connect(&child, Some(token(&["admin"]))).await;
     let gets: Vec<Bytes> = ids
         .iter()
         .map(|id| {
@@ -774,7 +804,7 @@ async fn main() {
     let mut rows = Vec::new();
 
     let echo = Child::start("--serve-echo", None).await;
-    let echo_client = Client::connect(echo.port, None).await;
+    let echo_client = Client::connect(&echo, None).await;
     let check = Body::Fixed(encoded(&tonic_health::pb::HealthCheckRequest::default()));
     const ECHO: &str = "echo: bare tonic, health Check";
     for callers in [16, 64] {
@@ -820,8 +850,10 @@ async fn main() {
         window.measure.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| what | callers | calls/s | p50 | p99 | vs bare DB op | vs echo |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| what | callers | calls/s | p50 | p99 | vs bare DB op | vs echo | server CPU per call |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in &rows {
         let vs_bare = bare_of(&row.what)
             .and_then(|bare| ratio(&rows, &row.what, bare, row.callers))
@@ -831,8 +863,11 @@ async fn main() {
         } else {
             format!("{:.2}×", row.rate / echo_rate(row.callers))
         };
+        let cpu = row
+            .server_cpu_us
+            .map_or(String::new(), |us| format!("{us:.0} µs"));
         println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {vs_bare} | {vs_echo} |",
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {vs_bare} | {vs_echo} | {cpu} |",
             row.what,
             row.callers,
             row.rate,
