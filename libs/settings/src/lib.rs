@@ -76,6 +76,13 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// Calls one connection may have in flight at once.
     pub concurrency_limit_per_connection: usize,
+    /// Seconds between HTTP/2 PINGs on an idle connection, so a lost peer is noticed.
+    pub keepalive_interval_secs: u64,
+    /// Seconds to wait for a PING's answer before the connection is closed.
+    pub keepalive_timeout_secs: u64,
+    /// Seconds a client connection may live before the server asks it to reconnect (GOAWAY),
+    /// so long-lived clients spread over replicas added since; `0` keeps connections forever.
+    pub max_connection_age_secs: u64,
 }
 
 /// `database.*`
@@ -174,6 +181,9 @@ port = 50051
 grace_period_secs = 20
 max_request_bytes = 4194304
 concurrency_limit_per_connection = 256
+keepalive_interval_secs = 10
+keepalive_timeout_secs = 5
+max_connection_age_secs = 60
 
 [database]
 url = ""
@@ -256,6 +266,12 @@ impl Settings {
                 "must be at least 1",
             );
         }
+        if self.server.keepalive_interval_secs == 0 {
+            return invalid("server.keepalive_interval_secs", "must be at least 1");
+        }
+        if self.server.keepalive_timeout_secs == 0 {
+            return invalid("server.keepalive_timeout_secs", "must be at least 1");
+        }
         if self.server.host.parse::<std::net::IpAddr>().is_err() {
             return invalid(
                 "server.host",
@@ -276,8 +292,15 @@ impl Settings {
             ("gateway.deals_url", &self.gateway.deals_url),
             ("gateway.accounts_url", &self.gateway.accounts_url),
         ] {
-            if !(value.starts_with("http://") || value.starts_with("https://")) {
-                return invalid(key, "must be an http:// or https:// URL");
+            let urls: Vec<&str> = value.split(',').map(str::trim).collect();
+            if urls
+                .iter()
+                .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
+                return invalid(
+                    key,
+                    "must be an http:// or https:// URL, or a comma-separated list of them",
+                );
             }
         }
         Ok(())
