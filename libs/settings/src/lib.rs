@@ -373,6 +373,44 @@ mod tests {
         assert!(err.to_string().contains("database.url"), "{err}");
     }
 
+    fn valid() -> Settings {
+        let mut settings = Settings::load(None).expect("defaults load");
+        settings.database.url = Secret::new("sqlite://x.db");
+        settings.auth.signing_key = Secret::new("0123456789abcdef0123456789abcdef");
+        settings.validate().expect("valid");
+        settings
+    }
+
+    fn invalid_key(settings: &Settings) -> String {
+        match settings.validate() {
+            Err(SettingsError::Invalid { key, .. }) => key.to_owned(),
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keepalive_needs_positive_periods_and_connection_age_may_be_off() {
+        let mut settings = valid();
+        settings.server.max_connection_age_secs = 0;
+        settings.validate().expect("age 0 keeps connections");
+        settings.server.keepalive_interval_secs = 0;
+        assert_eq!(invalid_key(&settings), "server.keepalive_interval_secs");
+        let mut settings = valid();
+        settings.server.keepalive_timeout_secs = 0;
+        assert_eq!(invalid_key(&settings), "server.keepalive_timeout_secs");
+    }
+
+    #[test]
+    fn upstream_urls_may_be_a_list_of_urls() {
+        let mut settings = valid();
+        settings.gateway.leads_url = "http://a:1, http://b:1,https://c:1".into();
+        settings.validate().expect("a list of URLs");
+        settings.gateway.leads_url = "http://a:1, b:1".into();
+        assert_eq!(invalid_key(&settings), "gateway.leads_url");
+        settings.gateway.leads_url = "http://a:1,".into();
+        assert_eq!(invalid_key(&settings), "gateway.leads_url");
+    }
+
     #[test]
     fn short_signing_key_is_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,10 @@
 //! Calls from the gateway to the domain services (leads, deals, accounts).
 //!
 //! One lazily connected channel per service is built with the application and shared by every
-//! call. Each call acts for the gateway's caller: it carries the caller's `authorization`
+//! call. It balances calls over every address of the service: the configured URLs (one, or a
+//! comma-separated list) are re-resolved every [`REFRESH_INTERVAL`] by the
+//! [`Upstreams::balancer`] worker, which also drops addresses that refuse a TCP connection; the
+//! connections send HTTP/2 keepalive PINGs, so a lost pod is noticed within seconds. Each call acts for the gateway's caller: it carries the caller's `authorization`
 //! metadata (the services check the caller's own scopes), the W3C trace context of a client span
 //! that is a child of the caller's RPC span, and a deadline that is the shorter of
 //! `gateway.upstream_timeout_ms` and what is left of the caller's own `grpc-timeout` (less a
@@ -21,8 +24,8 @@ use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
 use kizuna_proto::leads::{GetLeadRequest, Lead};
 use kizuna_settings::GatewaySettings;
 use kizuna_store::Worker;
-use tonic::transport::channel::Change;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -287,7 +290,12 @@ impl Target {
                     "resolving an upstream timed out; keeping its endpoints"
                 ),
             }
-            kept.extend(current.iter().filter(|(_, url)| **url == index).map(|(k, u)| (k.clone(), *u)));
+            kept.extend(
+                current
+                    .iter()
+                    .filter(|(_, url)| **url == index)
+                    .map(|(k, u)| (k.clone(), *u)),
+            );
         }
         let probes = futures::future::join_all(resolved.iter().map(|(addr, _)| {
             tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(*addr))
@@ -299,7 +307,11 @@ impl Target {
             .filter(|(_, probe)| matches!(probe, Ok(Ok(_))))
             .map(|(resolved, _)| *resolved)
             .collect();
-        let chosen = if reachable.is_empty() { resolved } else { reachable };
+        let chosen = if reachable.is_empty() {
+            resolved
+        } else {
+            reachable
+        };
         let mut wanted: HashMap<Key, usize> = chosen
             .into_iter()
             .map(|(addr, index)| (Key::Addr(addr), index))
@@ -330,7 +342,12 @@ impl Target {
             };
             let Some(endpoint) = endpoint else { continue };
             tracing::info!(name: "kizuna.gateway.endpoint_added", upstream = self.name, endpoint = ?key, "balancing over a new endpoint");
-            if self.changes.send(Change::Insert(key.clone(), endpoint)).await.is_err() {
+            if self
+                .changes
+                .send(Change::Insert(key.clone(), endpoint))
+                .await
+                .is_err()
+            {
                 return false;
             }
             current.insert(key, index);
@@ -541,6 +558,44 @@ mod tests {
         ] {
             assert_eq!(parse_grpc_timeout(value), None, "{value:?}");
         }
+    }
+
+    #[test]
+    fn lookups_take_hosts_without_brackets_and_default_ports() {
+        let uri = |text: &str| text.parse::<tonic::codegen::http::Uri>().expect("uri");
+        assert_eq!(
+            host_port(&uri("http://[::1]:50051")),
+            Some(("::1".to_owned(), 50051))
+        );
+        assert_eq!(
+            host_port(&uri("http://leads-pods")),
+            Some(("leads-pods".to_owned(), 80))
+        );
+        assert_eq!(
+            host_port(&uri("https://leads-pods")),
+            Some(("leads-pods".to_owned(), 443))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_endpoint_is_the_address() {
+        let template = endpoint("http://leads-pods:50051", MS(100)).expect("endpoint");
+        let addr: SocketAddr = "10.1.2.3:50051".parse().expect("addr");
+        let at = endpoint_at(&template, addr, MS(100)).expect("endpoint");
+        assert_eq!(at.uri().to_string(), "http://10.1.2.3:50051/");
+        let v6: SocketAddr = "[fd00::1]:50051".parse().expect("addr");
+        let at = endpoint_at(&template, v6, MS(100)).expect("endpoint");
+        assert_eq!(at.uri().host(), Some("[fd00::1]"));
+    }
+
+    #[tokio::test]
+    async fn a_list_of_urls_is_one_balanced_channel() {
+        let (_, peer, target) =
+            balanced_channel("leads", "http://127.0.0.1:1, http://127.0.0.1:2", MS(100))
+                .expect("channel");
+        assert_eq!(target.endpoints.len(), 2);
+        assert_eq!(peer.port, 1);
+        assert!(balanced_channel("leads", "not a url", MS(100)).is_err());
     }
 
     #[test]

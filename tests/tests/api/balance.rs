@@ -157,4 +157,7 @@ async fn calls_spread_and_a_stopped_replica_is_dropped(backend: Backend) {
         let _ = running.stop().await;
     }
 }
-both_backends!(gateway_balancing, calls_spread_and_a_stopped_replica_is_dropped);
+both_backends!(
+    gateway_balancing,
+    calls_spread_and_a_stopped_replica_is_dropped
+);
