@@ -263,7 +263,7 @@ impl Target {
                 }
                 None => continue,
             };
-            match lookup {
+            let error = match lookup {
                 Ok(Ok(addrs)) => {
                     let mut any = false;
                     for addr in addrs {
@@ -275,21 +275,18 @@ impl Target {
                     if any {
                         continue;
                     }
+                    "no address".to_owned()
                 }
-                Ok(Err(error)) => tracing::warn!(
-                    name: "kizuna.gateway.resolve_failed",
-                    upstream = self.name,
-                    uri = %endpoint.uri(),
-                    %error,
-                    "could not resolve an upstream; keeping its endpoints"
-                ),
-                Err(_) => tracing::warn!(
-                    name: "kizuna.gateway.resolve_failed",
-                    upstream = self.name,
-                    uri = %endpoint.uri(),
-                    "resolving an upstream timed out; keeping its endpoints"
-                ),
-            }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "the lookup timed out".to_owned(),
+            };
+            tracing::warn!(
+                name: "kizuna.gateway.resolve_failed",
+                upstream = self.name,
+                uri = %endpoint.uri(),
+                error,
+                "could not resolve an upstream; keeping its endpoints"
+            );
             kept.extend(
                 current
                     .iter()
