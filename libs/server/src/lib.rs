@@ -228,8 +228,22 @@ impl Server {
             let _ = fired_tx.send(());
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let server = tonic::transport::Server::builder()
-            .concurrency_limit_per_connection(self.settings.server.concurrency_limit_per_connection)
+        let server_settings = &self.settings.server;
+        let mut builder = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(server_settings.concurrency_limit_per_connection)
+            .http2_keepalive_interval(Some(Duration::from_secs(
+                server_settings.keepalive_interval_secs,
+            )))
+            .http2_keepalive_timeout(Some(Duration::from_secs(
+                server_settings.keepalive_timeout_secs,
+            )));
+        if server_settings.max_connection_age_secs > 0 {
+            // Calls in flight when the age is reached may take the drain grace to finish.
+            builder = builder
+                .max_connection_age(Duration::from_secs(server_settings.max_connection_age_secs))
+                .max_connection_age_grace(grace);
+        }
+        let server = builder
             .layer(layer::RpcLayer::new(
                 self.service,
                 self.authenticator.clone(),

@@ -76,6 +76,13 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// Calls one connection may have in flight at once.
     pub concurrency_limit_per_connection: usize,
+    /// Seconds between HTTP/2 PINGs on an idle connection, so a lost peer is noticed.
+    pub keepalive_interval_secs: u64,
+    /// Seconds to wait for a PING's answer before the connection is closed.
+    pub keepalive_timeout_secs: u64,
+    /// Seconds a client connection may live before the server asks it to reconnect (GOAWAY),
+    /// so long-lived clients spread over replicas added since; `0` keeps connections forever.
+    pub max_connection_age_secs: u64,
 }
 
 /// `database.*`
@@ -174,6 +181,9 @@ port = 50051
 grace_period_secs = 20
 max_request_bytes = 4194304
 concurrency_limit_per_connection = 256
+keepalive_interval_secs = 10
+keepalive_timeout_secs = 5
+max_connection_age_secs = 60
 
 [database]
 url = ""
@@ -256,6 +266,12 @@ impl Settings {
                 "must be at least 1",
             );
         }
+        if self.server.keepalive_interval_secs == 0 {
+            return invalid("server.keepalive_interval_secs", "must be at least 1");
+        }
+        if self.server.keepalive_timeout_secs == 0 {
+            return invalid("server.keepalive_timeout_secs", "must be at least 1");
+        }
         if self.server.host.parse::<std::net::IpAddr>().is_err() {
             return invalid(
                 "server.host",
@@ -276,8 +292,15 @@ impl Settings {
             ("gateway.deals_url", &self.gateway.deals_url),
             ("gateway.accounts_url", &self.gateway.accounts_url),
         ] {
-            if !(value.starts_with("http://") || value.starts_with("https://")) {
-                return invalid(key, "must be an http:// or https:// URL");
+            let urls: Vec<&str> = value.split(',').map(str::trim).collect();
+            if urls
+                .iter()
+                .any(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+            {
+                return invalid(
+                    key,
+                    "must be an http:// or https:// URL, or a comma-separated list of them",
+                );
             }
         }
         Ok(())
@@ -348,6 +371,44 @@ mod tests {
         let settings = Settings::load(Some(&path)).expect("load");
         let err = settings.validate().expect_err("mysql is not supported");
         assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    fn valid() -> Settings {
+        let mut settings = Settings::load(None).expect("defaults load");
+        settings.database.url = Secret::new("sqlite://x.db");
+        settings.auth.signing_key = Secret::new("0123456789abcdef0123456789abcdef");
+        settings.validate().expect("valid");
+        settings
+    }
+
+    fn invalid_key(settings: &Settings) -> String {
+        match settings.validate() {
+            Err(SettingsError::Invalid { key, .. }) => key.to_owned(),
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keepalive_needs_positive_periods_and_connection_age_may_be_off() {
+        let mut settings = valid();
+        settings.server.max_connection_age_secs = 0;
+        settings.validate().expect("age 0 keeps connections");
+        settings.server.keepalive_interval_secs = 0;
+        assert_eq!(invalid_key(&settings), "server.keepalive_interval_secs");
+        let mut settings = valid();
+        settings.server.keepalive_timeout_secs = 0;
+        assert_eq!(invalid_key(&settings), "server.keepalive_timeout_secs");
+    }
+
+    #[test]
+    fn upstream_urls_may_be_a_list_of_urls() {
+        let mut settings = valid();
+        settings.gateway.leads_url = "http://a:1, http://b:1,https://c:1".into();
+        settings.validate().expect("a list of URLs");
+        settings.gateway.leads_url = "http://a:1, b:1".into();
+        assert_eq!(invalid_key(&settings), "gateway.leads_url");
+        settings.gateway.leads_url = "http://a:1,".into();
+        assert_eq!(invalid_key(&settings), "gateway.leads_url");
     }
 
     #[test]

@@ -52,8 +52,9 @@ impl DomainService for Gateway {
         store: Store,
         upstreams: Upstreams,
         settings: &Settings,
-        _workers: &Workers,
+        workers: &Workers,
     ) -> Routes {
+        workers.spawn(upstreams.balancer(store.stopping()));
         kizuna_server::routes!(
             GatewayServiceServer::new(grpc::GatewayApi::new(store, upstreams)),
             settings

@@ -1,14 +1,19 @@
 //! Calls from the gateway to the domain services (leads, deals, accounts).
 //!
 //! One lazily connected channel per service is built with the application and shared by every
-//! call. Each call acts for the gateway's caller: it carries the caller's `authorization`
+//! call. It balances calls over every address of the service: the configured URLs (one, or a
+//! comma-separated list) are re-resolved every [`REFRESH_INTERVAL`] by the
+//! [`Upstreams::balancer`] worker, which also drops addresses that refuse a TCP connection; the
+//! connections send HTTP/2 keepalive PINGs, so a lost pod is noticed within seconds. Each call acts for the gateway's caller: it carries the caller's `authorization`
 //! metadata (the services check the caller's own scopes), the W3C trace context of a client span
 //! that is a child of the caller's RPC span, and a deadline that is the shorter of
 //! `gateway.upstream_timeout_ms` and what is left of the caller's own `grpc-timeout` (less a
 //! small reserve so the gateway can still answer in time). The deadline is sent as
 //! `grpc-timeout` and also enforced locally, so a hung service cannot hold a call longer.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kizuna_proto::accounts::accounts_service_client::AccountsServiceClient;
@@ -18,7 +23,9 @@ use kizuna_proto::deals::{Deal, GetDealRequest};
 use kizuna_proto::leads::leads_service_client::LeadsServiceClient;
 use kizuna_proto::leads::{GetLeadRequest, Lead};
 use kizuna_settings::GatewaySettings;
+use kizuna_store::Worker;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -107,13 +114,15 @@ impl CallContext {
     }
 }
 
-/// Clients of the three domain services, over lazily connected channels.
+/// Clients of the three domain services, over lazily connected channels balanced over every
+/// address of each service (see [`Upstreams::balancer`]).
 #[derive(Clone, Debug)]
 pub struct Upstreams {
     leads: LeadsServiceClient<Channel>,
     deals: DealsServiceClient<Channel>,
     accounts: AccountsServiceClient<Channel>,
     peers: Peers,
+    targets: Vec<Target>,
     timeout: Duration,
 }
 
@@ -147,15 +156,201 @@ struct Peers {
     accounts: Peer,
 }
 
-fn lazy_channel(
-    url: &str,
-    connect_timeout: Duration,
-) -> Result<(Channel, Peer), tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?
+/// Seconds between two refreshes of the balanced addresses (DNS and reachability).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest wait for one DNS lookup or one reachability probe of a refresh.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 PING period on every connection to a domain service, idle or not.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A connection whose PING is not answered within this is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An endpoint of a balanced channel: a configured URL not resolved yet, or one address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Key {
+    Url(usize),
+    Addr(SocketAddr),
+}
+
+/// One domain service: its configured URLs and the sender that changes the endpoints its
+/// balanced channel spreads calls over.
+#[derive(Clone, Debug)]
+struct Target {
+    name: &'static str,
+    endpoints: Vec<Endpoint>,
+    changes: tokio::sync::mpsc::Sender<Change<Key, Endpoint>>,
+}
+
+fn endpoint(url: &str, connect_timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true);
-    let peer = Peer::of(endpoint.uri());
-    Ok((endpoint.connect_lazy(), peer))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
+
+/// A channel balanced over the comma-separated URLs of `urls`. Each URL is an endpoint until
+/// [`Upstreams::balancer`] replaces it with the addresses its host resolves to.
+fn balanced_channel(
+    name: &'static str,
+    urls: &str,
+    connect_timeout: Duration,
+) -> Result<(Channel, Peer, Target), tonic::transport::Error> {
+    let endpoints = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| endpoint(url, connect_timeout))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = match endpoints.first() {
+        Some(first) => first.clone(),
+        // No URL at all: the empty string fails as a URL with tonic's own error.
+        None => endpoint(urls, connect_timeout)?,
+    };
+    // Room for every change of one refresh: removals and insertions of all addresses.
+    let (channel, changes) = Channel::balance_channel(64.max(4 * endpoints.len()));
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        // The receiver is alive (the channel holds it) and the buffer has room.
+        let _ = changes.try_send(Change::Insert(Key::Url(index), endpoint.clone()));
+    }
+    let peer = Peer::of(first.uri());
+    Ok((
+        channel,
+        peer,
+        Target {
+            name,
+            endpoints,
+            changes,
+        },
+    ))
+}
+
+/// The endpoint of `template`'s service at `addr`: the same settings, the configured host as
+/// the origin (the `:authority` of its calls).
+fn endpoint_at(
+    template: &Endpoint,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Option<Endpoint> {
+    let uri = template.uri();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let origin = format!("{scheme}://{}", uri.authority()?).parse().ok()?;
+    endpoint(&format!("{scheme}://{addr}"), connect_timeout)
+        .ok()
+        .map(|endpoint| endpoint.origin(origin))
+}
+
+/// The host and port of `uri` as `lookup_host` takes them (no brackets around IPv6).
+fn host_port(uri: &tonic::codegen::http::Uri) -> Option<(String, u16)> {
+    let peer = Peer::of(uri);
+    let host = peer.address.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_owned(), peer.port))
+}
+
+impl Target {
+    /// Brings the channel's endpoints in line with DNS and reachability: every address the
+    /// URLs' hosts resolve to that accepts a TCP connection (all resolved addresses when none
+    /// does, so calls fail fast instead of waiting for an endpoint). A URL whose lookup fails
+    /// keeps the endpoints it had. Returns `false` once the channel is gone.
+    async fn refresh(&self, current: &mut HashMap<Key, usize>, connect_timeout: Duration) -> bool {
+        let mut resolved: Vec<(SocketAddr, usize)> = Vec::new();
+        let mut kept: HashMap<Key, usize> = HashMap::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            let lookup = match host_port(endpoint.uri()) {
+                Some(host_port) => {
+                    tokio::time::timeout(PROBE_TIMEOUT, tokio::net::lookup_host(host_port)).await
+                }
+                None => continue,
+            };
+            let error = match lookup {
+                Ok(Ok(addrs)) => {
+                    let mut any = false;
+                    for addr in addrs {
+                        any = true;
+                        if !resolved.iter().any(|(seen, _)| *seen == addr) {
+                            resolved.push((addr, index));
+                        }
+                    }
+                    if any {
+                        continue;
+                    }
+                    "no address".to_owned()
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "the lookup timed out".to_owned(),
+            };
+            tracing::warn!(
+                name: "kizuna.gateway.resolve_failed",
+                upstream = self.name,
+                uri = %endpoint.uri(),
+                error,
+                "could not resolve an upstream; keeping its endpoints"
+            );
+            kept.extend(
+                current
+                    .iter()
+                    .filter(|(_, url)| **url == index)
+                    .map(|(k, u)| (k.clone(), *u)),
+            );
+        }
+        let probes = futures::future::join_all(resolved.iter().map(|(addr, _)| {
+            tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(*addr))
+        }))
+        .await;
+        let reachable: Vec<(SocketAddr, usize)> = resolved
+            .iter()
+            .zip(probes)
+            .filter(|(_, probe)| matches!(probe, Ok(Ok(_))))
+            .map(|(resolved, _)| *resolved)
+            .collect();
+        let chosen = if reachable.is_empty() {
+            resolved
+        } else {
+            reachable
+        };
+        let mut wanted: HashMap<Key, usize> = chosen
+            .into_iter()
+            .map(|(addr, index)| (Key::Addr(addr), index))
+            .collect();
+        wanted.extend(kept);
+        if wanted.is_empty() {
+            return true;
+        }
+        let removed: Vec<Key> = current
+            .keys()
+            .filter(|key| !wanted.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in removed {
+            current.remove(&key);
+            tracing::info!(name: "kizuna.gateway.endpoint_removed", upstream = self.name, endpoint = ?key, "stopped balancing over an endpoint");
+            if self.changes.send(Change::Remove(key)).await.is_err() {
+                return false;
+            }
+        }
+        for (key, index) in wanted {
+            if current.contains_key(&key) {
+                continue;
+            }
+            let endpoint = match &key {
+                Key::Addr(addr) => endpoint_at(&self.endpoints[index], *addr, connect_timeout),
+                Key::Url(_) => Some(self.endpoints[index].clone()),
+            };
+            let Some(endpoint) = endpoint else { continue };
+            tracing::info!(name: "kizuna.gateway.endpoint_added", upstream = self.name, endpoint = ?key, "balancing over a new endpoint");
+            if self
+                .changes
+                .send(Change::Insert(key.clone(), endpoint))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            current.insert(key, index);
+        }
+        true
+    }
 }
 
 impl Upstreams {
@@ -163,9 +358,12 @@ impl Upstreams {
     /// on a malformed URL. Must be called inside a Tokio runtime.
     pub fn connect_lazy(settings: &GatewaySettings) -> Result<Self, tonic::transport::Error> {
         let timeout = Duration::from_millis(settings.upstream_timeout_ms).min(MAX_UPSTREAM_TIMEOUT);
-        let (leads, leads_peer) = lazy_channel(&settings.leads_url, timeout)?;
-        let (deals, deals_peer) = lazy_channel(&settings.deals_url, timeout)?;
-        let (accounts, accounts_peer) = lazy_channel(&settings.accounts_url, timeout)?;
+        let (leads, leads_peer, leads_target) =
+            balanced_channel("leads", &settings.leads_url, timeout)?;
+        let (deals, deals_peer, deals_target) =
+            balanced_channel("deals", &settings.deals_url, timeout)?;
+        let (accounts, accounts_peer, accounts_target) =
+            balanced_channel("accounts", &settings.accounts_url, timeout)?;
         Ok(Self {
             leads: LeadsServiceClient::new(leads).max_decoding_message_size(MAX_RESPONSE_BYTES),
             deals: DealsServiceClient::new(deals).max_decoding_message_size(MAX_RESPONSE_BYTES),
@@ -176,7 +374,37 @@ impl Upstreams {
                 deals: deals_peer,
                 accounts: accounts_peer,
             },
+            targets: vec![leads_target, deals_target, accounts_target],
             timeout,
+        })
+    }
+
+    /// The worker that keeps the balanced channels current: every [`REFRESH_INTERVAL`] it
+    /// re-resolves each configured host (a headless Service name resolves to every ready pod)
+    /// and drops addresses that refuse a TCP connection, until `stopping` turns true.
+    pub fn balancer(&self, mut stopping: tokio::sync::watch::Receiver<bool>) -> Worker {
+        let targets = self.targets.clone();
+        let connect_timeout = self.timeout;
+        Worker::new("gateway.balancer", async move {
+            let mut current: Vec<HashMap<Key, usize>> = targets
+                .iter()
+                .map(|target| {
+                    (0..target.endpoints.len())
+                        .map(|index| (Key::Url(index), index))
+                        .collect()
+                })
+                .collect();
+            loop {
+                for (target, current) in targets.iter().zip(current.iter_mut()) {
+                    if !target.refresh(current, connect_timeout).await {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = stopping.wait_for(|stopping| *stopping) => return,
+                    () = tokio::time::sleep(REFRESH_INTERVAL) => {}
+                }
+            }
         })
     }
 
@@ -327,6 +555,44 @@ mod tests {
         ] {
             assert_eq!(parse_grpc_timeout(value), None, "{value:?}");
         }
+    }
+
+    #[test]
+    fn lookups_take_hosts_without_brackets_and_default_ports() {
+        let uri = |text: &str| text.parse::<tonic::codegen::http::Uri>().expect("uri");
+        assert_eq!(
+            host_port(&uri("http://[::1]:50051")),
+            Some(("::1".to_owned(), 50051))
+        );
+        assert_eq!(
+            host_port(&uri("http://leads-pods")),
+            Some(("leads-pods".to_owned(), 80))
+        );
+        assert_eq!(
+            host_port(&uri("https://leads-pods")),
+            Some(("leads-pods".to_owned(), 443))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_endpoint_is_the_address() {
+        let template = endpoint("http://leads-pods:50051", MS(100)).expect("endpoint");
+        let addr: SocketAddr = "10.1.2.3:50051".parse().expect("addr");
+        let at = endpoint_at(&template, addr, MS(100)).expect("endpoint");
+        assert_eq!(at.uri().to_string(), "http://10.1.2.3:50051/");
+        let v6: SocketAddr = "[fd00::1]:50051".parse().expect("addr");
+        let at = endpoint_at(&template, v6, MS(100)).expect("endpoint");
+        assert_eq!(at.uri().host(), Some("[fd00::1]"));
+    }
+
+    #[tokio::test]
+    async fn a_list_of_urls_is_one_balanced_channel() {
+        let (_, peer, target) =
+            balanced_channel("leads", "http://127.0.0.1:1, http://127.0.0.1:2", MS(100))
+                .expect("channel");
+        assert_eq!(target.endpoints.len(), 2);
+        assert_eq!(peer.port, 1);
+        assert!(balanced_channel("leads", "not a url", MS(100)).is_err());
     }
 
     #[test]

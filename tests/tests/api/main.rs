@@ -2,6 +2,7 @@
 
 mod accounts;
 mod auth;
+mod balance;
 mod client_contract;
 mod deals;
 mod events;
