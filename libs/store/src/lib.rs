@@ -684,7 +684,7 @@ pub(crate) async fn conflict<T: Table>(
         let Some(Value::Text(value)) = values.get(position) else {
             continue;
         };
-        let Ok(mut conn) = db.pool().acquire().await else {
+        let Ok(mut conn) = db.acquire().await else {
             break;
         };
         let column = T::COLUMNS[position].sql;
@@ -777,7 +777,7 @@ impl WriteTx<'_> {
             // A concurrent retry with the same request id won the race: answer with its result.
             let store = self.store;
             drop(self);
-            let mut conn = store.db.pool().acquire().await.map_err(db_error)?;
+            let mut conn = store.db.acquire().await.map_err(db_error)?;
             let previous = recall_on::<M>(&mut conn, &store.db, method, request_id).await?;
             return previous
                 .ok_or_else(|| ApiError::Internal("idempotency record vanished".into()));
